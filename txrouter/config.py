@@ -1,0 +1,297 @@
+"""
+The routes file as typed, frozen data.
+
+L{load_config} reads a C{routes.yaml} (version 1, see README.md) and returns a
+L{Config}, or raises L{ConfigError} listing every problem with its
+C{file:line}. It touches no reactor and imports no application: a bad file
+is refused before any service exists.
+
+    >>> config = load_config(Path("routes.yaml"))
+    >>> config.tables[""]["/"]
+    DjangoRoute(...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from txrouter.configreader import ConfigReader
+from txrouter.errors import ConfigError, Problem
+from txrouter.routespec import (
+    DjangoRoute,
+    Origin,
+    ProxyRoute,
+    RedirectRoute,
+    Route,
+    StaticRoute,
+    WsgiRoute,
+)
+from txrouter.yamlsource import LocatedDict, LocatedList, load_yaml
+
+__all__ = [
+    "Config",
+    "DjangoRoute",
+    "Origin",
+    "ProxyRoute",
+    "RedirectRoute",
+    "Route",
+    "StaticRoute",
+    "Threads",
+    "WsgiRoute",
+    "load_config",
+]
+
+_TOP_KEYS = ("listen", "threads", "drain_timeout", "access_log", "routes", "hosts")
+
+
+@dataclass(frozen=True)
+class Threads:
+    """
+    Size of the one shared thread pool.
+    """
+
+    min: int = 2
+    max: int = 20
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    A validated routes file.
+
+    @ivar path: the file it was read from.
+    @ivar listen: Twisted server endpoint strings, already checked.
+    @ivar threads: size of the shared pool.
+    @ivar drain_timeout: seconds SIGTERM waits for in-flight requests.
+    @ivar access_log: an absolute path, C{"-"} for twistd's log, or L{None}.
+    @ivar tables: route tables by host: C{""} is the default host, other keys
+        are lower-case names or C{*.} wildcards. Each table maps a prefix
+        (starting and ending with C{/}) to its route.
+    """
+
+    path: Path
+    listen: tuple[str, ...]
+    threads: Threads
+    drain_timeout: float
+    access_log: str | None
+    tables: Mapping[str, Mapping[str, Route]]
+
+    def routes(self) -> list[Route]:
+        """
+        @return: every route of every host, in file order.
+        """
+        return [route for table in self.tables.values() for route in table.values()]
+
+
+def load_config(path: Path) -> Config:
+    """
+    Read and validate a routes file.
+
+    @raise ConfigError: with every problem found, each with its line.
+    """
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            [Problem(name, 0, "", f"cannot read the file: {e}")]
+        ) from None
+    try:
+        data, duplicates = load_yaml(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 0
+        what = e.problem or str(e)
+        raise ConfigError(
+            [Problem(name, line, "", f"not valid YAML: {what}")]
+        ) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([Problem(name, 0, "", f"not valid YAML: {e}")]) from None
+
+    reader = ConfigReader(name, path.resolve().parent)
+    for dup in duplicates:
+        reader.problem(
+            dup.line,
+            "",
+            f"{dup.key!r} is given twice (first on line {dup.first_line}); "
+            "YAML keeps only the last one: remove or merge one of them",
+        )
+    if not isinstance(data, LocatedDict):
+        reader.problem(
+            getattr(data, "line", 1),
+            "",
+            "expected a mapping with at least 'listen:' and 'routes:', "
+            f"got {_describe(data)}",
+        )
+        raise ConfigError(reader.problems)
+
+    for key in data:
+        if key not in _TOP_KEYS:
+            reader.problem(
+                data.line_of(key),
+                str(key),
+                f"unknown key; expected one of: {', '.join(_TOP_KEYS)}",
+            )
+
+    listen = _read_listen(reader, data)
+    threads = _read_threads(reader, data)
+    drain_timeout = reader.number(data, "drain_timeout", "drain_timeout", 30.0, 0)
+    access_log = _read_access_log(reader, data)
+    tables = _read_tables(reader, data)
+    reader.check_django_processes()
+
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return Config(
+        path=path,
+        listen=listen,
+        threads=threads,
+        drain_timeout=drain_timeout,
+        access_log=access_log,
+        tables=tables,
+    )
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _read_listen(reader: ConfigReader, data: LocatedDict) -> tuple[str, ...]:
+    if "listen" not in data:
+        reader.problem(
+            data.line,
+            "listen",
+            "missing; expected a Twisted endpoint string such as "
+            "'tcp:8080:interface=127.0.0.1', or a list of them",
+        )
+        return ()
+    value = data["listen"]
+    if isinstance(value, str):
+        items = [(value, data.line_of("listen"), "listen")]
+    elif isinstance(value, LocatedList) and value:
+        items = [
+            (item, value.line_of(i), f"listen[{i}]") for i, item in enumerate(value)
+        ]
+    else:
+        reader.problem(
+            data.line_of("listen"),
+            "listen",
+            f"expected an endpoint string or a non-empty list of them, "
+            f"got {_describe(value)}",
+        )
+        return ()
+    result = []
+    for item, line, where in items:
+        if reader.endpoint(item, line, where):
+            result.append(item)
+    return tuple(result)
+
+
+def _read_threads(reader: ConfigReader, data: LocatedDict) -> Threads:
+    value = data.get("threads")
+    if value is None:
+        return Threads()
+    if not isinstance(value, LocatedDict):
+        reader.problem(
+            data.line_of("threads"),
+            "threads",
+            f"expected a mapping like {{min: 2, max: 20}}, got {_describe(value)}",
+        )
+        return Threads()
+    reader.unknown_keys(value, "threads", ("min", "max"))
+    default = Threads()
+    low = int(reader.number(value, "min", "threads.min", default.min, 0, True))
+    high = int(reader.number(value, "max", "threads.max", default.max, 1, True))
+    if low > high:
+        reader.problem(
+            value.line,
+            "threads",
+            f"min ({low}) is greater than max ({high}); "
+            "min threads are kept even when idle, max is the ceiling",
+        )
+    return Threads(min=low, max=high)
+
+
+def _read_access_log(reader: ConfigReader, data: LocatedDict) -> str | None:
+    value = data.get("access_log")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        reader.problem(
+            data.line_of("access_log"),
+            "access_log",
+            f"expected a file path or '-' (twistd's log), got {_describe(value)}",
+        )
+        return None
+    if value == "-":
+        return value
+    log_path = reader.resolve(value)
+    if not log_path.parent.is_dir():
+        reader.problem(
+            data.line_of("access_log"),
+            "access_log",
+            f"the folder {str(log_path.parent)!r} does not exist",
+        )
+    return str(log_path)
+
+
+def _read_tables(
+    reader: ConfigReader, data: LocatedDict
+) -> dict[str, dict[str, Route]]:
+    tables: dict[str, dict[str, Route]] = {}
+    if "routes" in data:
+        tables[""] = reader.table(data, "routes", "routes")
+    hosts = data.get("hosts")
+    if hosts is not None:
+        if not isinstance(hosts, LocatedDict):
+            reader.problem(
+                data.line_of("hosts"),
+                "hosts",
+                "expected a mapping of host name to {routes: ...}, "
+                f"got {_describe(hosts)}",
+            )
+        else:
+            for raw_name, spec in hosts.items():
+                where = f"hosts[{raw_name!r}]"
+                name = reader.host_name(raw_name, hosts.line_of(raw_name), where)
+                if name is None:
+                    continue
+                if name in tables:
+                    reader.problem(
+                        hosts.line_of(raw_name),
+                        where,
+                        "this host is listed twice (names ignore case and a "
+                        "trailing dot)",
+                    )
+                    continue
+                if not isinstance(spec, LocatedDict):
+                    reader.problem(
+                        hosts.line_of(raw_name),
+                        where,
+                        f"expected a mapping with 'routes:', got {_describe(spec)}",
+                    )
+                    continue
+                reader.unknown_keys(spec, where, ("routes",))
+                if "routes" not in spec:
+                    reader.problem(spec.line, where, "missing 'routes:'")
+                    continue
+                tables[name] = reader.table(spec, "routes", f"{where}.routes")
+    if not any(tables.values()) and not reader.problems:
+        reader.problem(
+            data.line,
+            "routes",
+            "no routes: add 'routes:' with at least one prefix, "
+            "e.g. '/: {static: public}'",
+        )
+    return tables

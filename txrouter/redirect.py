@@ -1,0 +1,70 @@
+"""
+Redirect resources: a C{redirect:} route, and the 301 that adds the
+trailing slash to a bare prefix (C{/wiki} to C{/wiki/}).
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+from twisted.web.resource import Resource
+
+__all__ = ["AddSlash", "Redirect"]
+
+_SAFE_PATH = "/!$&'()*+,;=:@~-._"
+
+
+def _query(request: Any) -> bytes:
+    uri: bytes = request.uri
+    _, question, query = uri.partition(b"?")
+    return question + query
+
+
+def _send(request: Any, status: int, location: bytes) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"location", location)
+    request.setHeader(b"content-type", b"text/html; charset=utf-8")
+    text = escape(location.decode("ascii"))
+    return f'<html><body><a href="{text}">{text}</a></body></html>\n'.encode()
+
+
+class Redirect(Resource):
+    """
+    Redirect every request under a prefix to C{target}, keeping the rest of
+    the path and the query: with C{/old/ -> /new/}, C{/old/a?b} goes to
+    C{/new/a?b}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, target: str, status: int) -> None:
+        super().__init__()
+        self._target = quote(target, safe=_SAFE_PATH + "?#%").encode("ascii")
+        self._status = status
+
+    def render(self, request: Any) -> bytes:
+        rest = b"/".join(
+            quote(segment, safe=_SAFE_PATH).encode("ascii")
+            for segment in request.postpath
+        )
+        target = self._target
+        if rest and not target.endswith(b"/"):
+            target += b"/"
+        return _send(request, self._status, target + rest + _query(request))
+
+
+class AddSlash(Resource):
+    """
+    Redirect a bare prefix to the same path with a trailing slash (301).
+    """
+
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        path = b"/" + b"/".join(
+            quote(segment, safe=_SAFE_PATH).encode("ascii")
+            for segment in request.prepath
+        )
+        return _send(request, 301, path + b"/" + _query(request))

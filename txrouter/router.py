@@ -1,0 +1,102 @@
+"""
+The root resource: pick a route by host name, then by longest URL prefix.
+
+    >>> router = Router({"": {"/": blog, "/wiki/": wiki}, "*.example.org": ...})
+
+The chosen route's resource gets the request with C{prepath} set to the
+prefix and C{postpath} to the rest, so a WSGI application sees
+C{SCRIPT_NAME=/wiki} and C{PATH_INFO=/page}, and Django's C{reverse()}
+includes the prefix. A bare prefix (C{/wiki}) is redirected to C{/wiki/}.
+
+A reload builds a new L{Router} and assigns it to the site in one step: a
+request sees one table or the other, never a mix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
+
+from txrouter.redirect import AddSlash
+
+__all__ = ["Router"]
+
+_NO_ROUTE = notFound("No Such Resource", "No route matches this URL.")
+_ADD_SLASH = AddSlash()
+
+_Table = dict[tuple[bytes, ...], IResource]
+
+
+def _segments(prefix: str) -> tuple[bytes, ...]:
+    return tuple(s.encode("utf-8") for s in prefix.split("/") if s)
+
+
+class Router(Resource):
+    """
+    Routes each request to a resource by host, then longest prefix.
+
+    Host matching ignores case and port; an exact name beats the longest
+    matching C{*.} wildcard, which beats the default table (key C{""}).
+    """
+
+    def __init__(self, tables: Mapping[str, Mapping[str, IResource]]) -> None:
+        """
+        @param tables: for each host (C{""} for the default), a mapping of
+            prefix (C{/}-delimited, as in the routes file) to resource.
+        """
+        super().__init__()
+        self._exact: dict[bytes, _Table] = {}
+        wildcards: list[tuple[bytes, _Table]] = []
+        self._default: _Table = {}
+        for host, routes in tables.items():
+            table = {_segments(p): r for p, r in routes.items()}
+            if host == "":
+                self._default = table
+            elif host.startswith("*."):
+                wildcards.append((host[1:].encode("ascii"), table))
+            else:
+                self._exact[host.encode("ascii")] = table
+        # The longest suffix is the most specific wildcard.
+        self._wildcards = sorted(wildcards, key=lambda w: -len(w[0]))
+        self._deepest = max(
+            (len(k) for t in [self._default, *self._exact.values()] for k in t),
+            default=0,
+        )
+        self._deepest = max(
+            [self._deepest, *(len(k) for _, t in self._wildcards for k in t)]
+        )
+
+    def table_for(self, host: bytes) -> _Table:
+        """
+        @return: the route table for a C{Host} name (port already removed).
+        """
+        host = host.lower().rstrip(b".")
+        table = self._exact.get(host)
+        if table is not None:
+            return table
+        for suffix, table in self._wildcards:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return table
+        return self._default
+
+    def getChildWithDefault(self, name: bytes, request: Any) -> IResource:
+        # Twisted has moved the first segment to prepath; take the whole
+        # path back and split it at the longest matching prefix instead.
+        segments = request.prepath + request.postpath
+        table = self.table_for(request.getRequestHostname())
+        for depth in range(min(len(segments), self._deepest), -1, -1):
+            found = table.get(tuple(segments[:depth]))
+            if found is not None:
+                request.prepath = segments[:depth]
+                request.postpath = segments[depth:]
+                if not request.postpath:
+                    return _ADD_SLASH
+                return found
+        return _NO_ROUTE
+
+    def render(self, request: Any) -> bytes:
+        # Only reached when the path has no segment at all.
+        return _NO_ROUTE.render(request)  # type: ignore[no-any-return]

@@ -1,0 +1,96 @@
+"""
+The HTTP site: Twisted's C{Site} with an optional access log and a count of
+the requests in flight, so that shutdown can wait for them (L{RouterSite.drain}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.resource import IResource
+from twisted.web.server import Request, Site
+
+__all__ = ["RouterSite"]
+
+
+class RouterSite(Site):
+    """
+    One site for every listening port.
+
+    @ivar in_flight: requests received and not yet finished or abandoned.
+    """
+
+    displayTracebacks = False
+    _log = Logger()
+
+    def __init__(
+        self, resource: IResource, reactor: IReactorTime, access_log: str | None
+    ) -> None:
+        """
+        @param access_log: a file path, C{"-"} for twistd's log, or L{None}
+            for no access log.
+        """
+        log_path = None if access_log in (None, "-") else access_log
+        super().__init__(resource, logPath=log_path, reactor=reactor)
+        self._logging = access_log is not None
+        self._draining = False
+        self._drained: list[Deferred[None]] = []
+        self.in_flight: set[Request] = set()
+
+    def log(self, request: Any) -> None:
+        if self._logging:
+            super().log(request)
+
+    def getResourceFor(self, request: Request) -> IResource:
+        self.in_flight.add(request)
+        request.notifyFinish().addBoth(self._finished, request)
+        if self._draining:
+            # Tell keep-alive clients not to send more on this connection.
+            request.setHeader(b"connection", b"close")
+        return super().getResourceFor(request)  # type: ignore[no-any-return]
+
+    def _finished(self, result: Any, request: Request) -> None:
+        self.in_flight.discard(request)
+        if not self.in_flight:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Wait until no request is in flight, at most C{timeout} seconds; then
+        abort the connections of the requests still running.
+
+        Call it after the ports have stopped listening.
+        """
+        self._draining = True
+        if not self.in_flight:
+            return succeed(None)
+        self._log.info(
+            "Waiting up to {timeout}s for {count} request(s) in flight",
+            timeout=timeout,
+            count=len(self.in_flight),
+        )
+        done: Deferred[None] = Deferred()
+        self._drained.append(done)
+        call = self.reactor.callLater(timeout, self._give_up, done)
+        done.addBoth(lambda result: call.cancel() if call.active() else None)
+        return done
+
+    def _give_up(self, done: Deferred[None]) -> None:
+        self._log.warn(
+            "drain_timeout reached: aborting {count} request(s) still in flight: "
+            "{uris}",
+            count=len(self.in_flight),
+            uris=", ".join(sorted(r.uri.decode("latin-1") for r in self.in_flight)),
+        )
+        for request in list(self.in_flight):
+            transport = request.channel.transport if request.channel else None
+            if transport is not None:
+                transport.abortConnection()  # type: ignore[attr-defined]
+        if done in self._drained:
+            self._drained.remove(done)
+            done.callback(None)

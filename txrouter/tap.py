@@ -1,0 +1,48 @@
+"""
+The C{twistd txrouter} plugin: command-line options and L{makeService}.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from txrouter.config import load_config
+from txrouter.errors import AppLoadError, ConfigError
+
+__all__ = ["Options", "makeService"]
+
+
+class Options(usage.Options):
+    """
+    Options of C{twistd txrouter}.
+    """
+
+    optParameters = [
+        ["config", "c", "routes.yaml", "The routes file to serve."],
+    ]
+
+    def postOptions(self) -> None:
+        self["config"] = Path(self["config"])
+
+
+def makeService(options: Options) -> IService:
+    """
+    Read the routes file and build the service tree.
+
+    A bad file or an application that fails to load ends C{twistd} with the
+    reasons on stderr and exit status 1, before anything listens.
+    """
+    from twisted.internet import reactor
+
+    from txrouter.service import build_service
+
+    try:
+        config = load_config(options["config"])
+        return build_service(config, reactor)
+    except (ConfigError, AppLoadError) as e:
+        sys.stderr.write(f"txrouter: cannot start:\n{e}\n")
+        raise SystemExit(1) from None

@@ -1,0 +1,142 @@
+"""
+Load YAML with the line of every key and item, and catch duplicate keys.
+
+PyYAML's safe loader silently keeps the last of two equal keys and forgets
+where values came from. L{load_yaml} builds the same plain data, but every
+mapping is a L{LocatedDict} and every list a L{LocatedList} that remember the
+line of each key or item, and a key given twice in one mapping is reported.
+
+    >>> data, duplicates = load_yaml("a: 1\\nb: {c: 2}\\n")
+    >>> data.line_of("b")
+    2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+
+__all__ = ["Duplicate", "LocatedDict", "LocatedList", "load_yaml"]
+
+
+class LocatedDict(dict[Any, Any]):
+    """
+    A mapping that knows its own line and the line of each of its keys.
+    """
+
+    line: int
+    key_lines: dict[Any, int]
+
+    def line_of(self, key: Any) -> int:
+        """
+        @return: the 1-based line of C{key}, or of the mapping itself.
+        """
+        return self.key_lines.get(key, self.line)
+
+
+class LocatedList(list[Any]):
+    """
+    A list that knows its own line and the line of each item.
+    """
+
+    line: int
+    item_lines: list[int]
+
+    def line_of(self, index: int) -> int:
+        """
+        @return: the 1-based line of item C{index}.
+        """
+        return self.item_lines[index]
+
+
+class Duplicate:
+    """
+    A key that appears twice in one mapping.
+    """
+
+    def __init__(self, key: Any, first_line: int, line: int) -> None:
+        self.key = key
+        self.first_line = first_line
+        self.line = line
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+class _Loader(yaml.SafeLoader):
+    """
+    The safe loader, building located containers.
+    """
+
+    duplicates: list[Duplicate]
+
+    def construct_located_mapping(
+        self, node: yaml.MappingNode
+    ) -> Iterator[LocatedDict]:
+        data = LocatedDict()
+        data.line = _line(node)
+        data.key_lines = {}
+        yield data
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "found an unhashable key",
+                    key_node.start_mark,
+                ) from None
+            if first is not None:
+                self.duplicates.append(Duplicate(key, first, _line(key_node)))
+            else:
+                seen[key] = _line(key_node)
+        self.flatten_mapping(node)
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            data[key] = self.construct_object(value_node, deep=True)
+            data.key_lines.setdefault(key, _line(key_node))
+
+    def construct_located_sequence(
+        self, node: yaml.SequenceNode
+    ) -> Iterator[LocatedList]:
+        data = LocatedList()
+        data.line = _line(node)
+        data.item_lines = [_line(child) for child in node.value]
+        yield data
+        data.extend(self.construct_object(child, deep=True) for child in node.value)
+
+
+_Loader.add_constructor(
+    "tag:yaml.org,2002:map",
+    _Loader.construct_located_mapping,
+)
+_Loader.add_constructor(
+    "tag:yaml.org,2002:seq",
+    _Loader.construct_located_sequence,
+)
+
+
+def load_yaml(text: str) -> tuple[Any, list[Duplicate]]:
+    """
+    Parse one YAML document with the safe loader.
+
+    @return: the data (mappings as L{LocatedDict}, lists as L{LocatedList})
+        and the duplicate keys found.
+    @raise yaml.YAMLError: the text is not valid YAML; its C{problem_mark}
+        tells where.
+    """
+    loader = _Loader(text)
+    loader.duplicates = []
+    try:
+        data = loader.get_single_data()
+    finally:
+        loader.dispose()
+    return data, loader.duplicates
