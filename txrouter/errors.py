@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["AppLoadError", "ConfigError", "Problem"]
+__all__ = ["AppLoadError", "ConfigError", "ListenError", "Problem"]
 
 
 @dataclass(frozen=True)
@@ -49,4 +49,11 @@ class AppLoadError(Exception):
 
     The message says which route, what was being loaded and why it failed;
     when the application's own code raised, it includes that traceback.
+    """
+
+
+class ListenError(Exception):
+    """
+    A C{listen} endpoint could not be bound. Kept short: a daemonizing
+    C{twistd} passes only the first 100 bytes of it to the terminal.
     """

@@ -11,6 +11,7 @@ module while it imports is reported as itself, with its traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -20,6 +21,8 @@ from typing import Any
 from txrouter.errors import AppLoadError
 
 __all__ = ["add_to_sys_path", "import_app", "own_traceback"]
+
+_OWN_FOLDER = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def add_to_sys_path(paths: Sequence[Path]) -> None:
@@ -41,7 +44,8 @@ def own_traceback(error: BaseException) -> str:
     frames = [
         frame
         for frame in traceback.extract_tb(error.__traceback__)
-        if "importlib" not in frame.filename and "txrouter" not in frame.filename
+        if not frame.filename.startswith(("<frozen importlib", _OWN_FOLDER))
+        and os.path.dirname(frame.filename) != os.path.dirname(importlib.__file__)
     ]
     lines = ["Traceback (most recent call last):\n"]
     lines += traceback.format_list(frames)

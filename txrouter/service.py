@@ -16,13 +16,15 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 
 from txrouter.config import Config
+from txrouter.errors import ListenError
 from txrouter.resources import build_router
 from txrouter.site import RouterSite
 from txrouter.threadpool import ThreadPoolService, make_pool
 
-__all__ = ["DrainService", "RouterService", "build_service"]
+__all__ = ["DrainService", "ListenerService", "RouterService", "build_service"]
 
 
 class RouterService(MultiService):
@@ -36,6 +38,26 @@ class RouterService(MultiService):
         Service.stopService(self)
         for child in reversed(list(self)):
             yield maybeDeferred(child.stopService)
+
+
+class ListenerService(StreamServerEndpointService):
+    """
+    Listen on one endpoint; fail the start, with a short message, when it
+    cannot be bound.
+    """
+
+    def __init__(self, description: str, endpoint: Any, site: RouterSite) -> None:
+        super().__init__(endpoint, site)
+        self.setName(description)
+        # Raise from privilegedStartService rather than log and serve nothing.
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or e.socketError
+            raise ListenError(f"{reason}: {self.name}") from None
 
 
 class DrainService(Service):
@@ -65,16 +87,14 @@ def build_service(config: Config, reactor: Any) -> RouterService:
 
     top = RouterService()
     top.setName("txrouter")
-    ThreadPoolService(pool, reactor).setServiceParent(top)
-    DrainService(site, config.drain_timeout).setServiceParent(top)
+    pool_service = ThreadPoolService(pool, reactor)
+    pool_service.setName("threadpool")
+    pool_service.setServiceParent(top)
+    drain = DrainService(site, config.drain_timeout)
+    drain.setName("drain")
+    drain.setServiceParent(top)
     for description in config.listen:
-        listener = StreamServerEndpointService(
-            serverFromString(reactor, description), site
-        )
-        # Refuse to start (rather than log and serve nothing) when a port
-        # cannot be bound.
-        listener._raiseSynchronously = True
-        listener.setName(description)
-        listener.setServiceParent(top)
+        endpoint = serverFromString(reactor, description)
+        ListenerService(description, endpoint, site).setServiceParent(top)
     top.site = site  # type: ignore[attr-defined]
     return top

@@ -26,7 +26,7 @@ from typing import Any
 
 from twisted.web import http, resource, static
 from twisted.web.iweb import IRequest
-from twisted.web.pages import errorPage, notFound
+from twisted.web.pages import errorPage, forbidden, notFound
 from twisted.web.server import NOT_DONE_YET
 
 __all__ = ["StaticFiles"]
@@ -34,6 +34,7 @@ __all__ = ["StaticFiles"]
 _MAX_RANGES = 16
 
 _NOT_FOUND = notFound("File not found.")
+_FORBIDDEN = forbidden("You may not read this file.")
 _BAD_PATH = errorPage(http.BAD_REQUEST, "Bad Request", "The path is not valid.")
 
 # Types that matter on the web but are missing from some mime.types files.
@@ -210,7 +211,7 @@ class StaticFiles(static.File):
         try:
             file = self.openForReading()
         except OSError:
-            return static.File.forbidden.render(request)  # type: ignore[no-any-return]
+            return _FORBIDDEN.render(request)  # type: ignore[no-any-return]
         ranges = self._wanted_ranges(request, etag, mtime, size)
         if ranges == []:
             file.close()

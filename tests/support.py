@@ -1,0 +1,236 @@
+"""
+Helpers for the end-to-end tests: a prepared copy of the example sites, free
+ports, and L{Txrouter}, a real C{twistd txrouter} process.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = [
+    "APPS",
+    "REPO",
+    "Txrouter",
+    "free_port",
+    "prepared_sites",
+    "request",
+    "wait_until",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+def wait_until(
+    condition: Callable[[], object], what: str, timeout: float = 30.0
+) -> None:
+    """
+    Poll C{condition} until it is true; fail with C{what} after C{timeout}.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    """
+    A TCP port on 127.0.0.1 that nothing listens on right now.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@functools.cache
+def prepared_sites() -> Path:
+    """
+    A copy of C{sites/}, migrated and with static files collected, made once
+    per test session (the repository's own copy is left untouched).
+    """
+    target = Path(tempfile.mkdtemp(prefix="txrouter-sites-")) / "sites"
+    shutil.copytree(
+        REPO / "sites",
+        target,
+        ignore=shutil.ignore_patterns("db.sqlite3", "staticfiles", "__pycache__"),
+    )
+    subprocess.run(
+        [sys.executable, str(target / "prepare.py")],
+        check=True,
+        capture_output=True,
+    )
+    return target
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """
+    One HTTP/1.1 request to 127.0.0.1:C{port}.
+
+    @return: status, headers (lower-case names) and body.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        data = response.read()
+        return (
+            response.status,
+            {k.lower(): v for k, v in response.getheaders()},
+            data,
+        )
+    finally:
+        connection.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours still answers kill(0): reap it if it is one.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == 0
+
+
+class Txrouter:
+    """
+    A real C{twistd txrouter} process serving a routes file, daemonized
+    (the default) or in the foreground.
+
+    The routes text may use C{{port}}, replaced by a free port. Stop it with
+    L{stop}, which sends SIGTERM to the PID in its pidfile and waits until
+    the process is gone (SIGKILL after a deadline).
+    """
+
+    def __init__(self, routes: str, daemon: bool = True) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="txrouter-e2e-"))
+        self.port = free_port()
+        self.config = self.dir / "routes.yaml"
+        self.config.write_text(
+            routes.replace("{port}", str(self.port)), encoding="utf-8"
+        )
+        self.pidfile = self.dir / "twistd.pid"
+        self.logfile = self.dir / "twistd.log"
+        self.daemon = daemon
+        self.pid: int | None = None
+        self._foreground: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        """
+        The twistd command line.
+        """
+        return [
+            str(Path(sys.executable).parent / "twistd"),
+            *([] if self.daemon else ["--nodaemon"]),
+            "--pidfile",
+            str(self.pidfile),
+            "--logfile",
+            str(self.logfile),
+            "txrouter",
+            "--config",
+            str(self.config),
+        ]
+
+    def run_to_failure(self) -> subprocess.CompletedProcess[str]:
+        """
+        Run twistd expecting it to refuse to start; return its result.
+        """
+        return subprocess.run(
+            self.command(), cwd=self.dir, capture_output=True, text=True, timeout=60
+        )
+
+    def start(self) -> Txrouter:
+        """
+        Start the server and wait until it accepts connections.
+        """
+        if self.daemon:
+            result = subprocess.run(
+                self.command(), cwd=self.dir, capture_output=True, text=True, timeout=60
+            )
+            if result.returncode != 0:
+                raise AssertionError(
+                    f"twistd exited {result.returncode}:\n{result.stderr}"
+                )
+            wait_until(self.pidfile.exists, "the pidfile")
+            self.pid = int(self.pidfile.read_text())
+        else:
+            self._foreground = subprocess.Popen(
+                self.command(),
+                cwd=self.dir,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.pid = self._foreground.pid
+        wait_until(self._accepting, f"port {self.port} to accept ({self.log()})")
+        return self
+
+    def _accepting(self) -> bool:
+        assert self.pid is not None
+        if not _alive(self.pid):
+            raise AssertionError(f"twistd died while starting:\n{self.log()}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def log(self) -> str:
+        """
+        The twistd log so far.
+        """
+        try:
+            return self.logfile.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log yet)"
+
+    def alive(self) -> bool:
+        """
+        Whether the server process still exists.
+        """
+        return self.pid is not None and _alive(self.pid)
+
+    def terminate(self) -> None:
+        """
+        Send SIGTERM, as an init system would.
+        """
+        assert self.pid is not None
+        os.kill(self.pid, signal.SIGTERM)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """
+        SIGTERM, then wait for the process to exit; SIGKILL it after
+        C{timeout} and fail.
+        """
+        if self.pid is None or not _alive(self.pid):
+            return
+        self.terminate()
+        try:
+            wait_until(lambda: not self.alive(), "twistd to exit", timeout)
+        except AssertionError:
+            os.kill(self.pid, signal.SIGKILL)
+            raise
+        finally:
+            if self._foreground is not None:
+                self._foreground.wait(timeout=5)

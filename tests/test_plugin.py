@@ -1,0 +1,51 @@
+"""
+Packaging: the installed distribution ships the twistd plugin, and twistd
+finds it (Daphne once shipped without its plugin; this guards against that).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import files
+from pathlib import Path
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.trial.unittest import SynchronousTestCase
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    C{twistd txrouter} is available after C{pip install}.
+    """
+
+    def test_get_plugins(self) -> None:
+        """
+        Twisted's plugin system finds the txrouter service maker.
+        """
+        makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+        self.assertIn("txrouter", makers)
+        self.assertEqual(makers["txrouter"].module, "txrouter.tap")
+        self.assertTrue(callable(makers["txrouter"].makeService))
+
+    def test_distribution_files(self) -> None:
+        """
+        The wheel holds the plugin module and never a twisted/__init__.py of
+        its own, which would hide the real Twisted.
+        """
+        names = {str(f) for f in files("txrouter") or []}
+        self.assertIn("twisted/plugins/txrouter_plugin.py", names)
+        self.assertNotIn("twisted/__init__.py", names)
+        self.assertNotIn("twisted/plugins/__init__.py", names)
+
+    def test_twistd_lists_it(self) -> None:
+        """
+        C{twistd --help} lists the txrouter command.
+        """
+        twistd = Path(sys.executable).parent / "twistd"
+        result = subprocess.run(
+            [str(twistd), "--help"], capture_output=True, text=True, timeout=60
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("txrouter", result.stdout)
