@@ -117,7 +117,7 @@ def load_config(path: Path) -> Config:
     for dup in duplicates:
         reader.problem(
             dup.line,
-            "",
+            _where_in(data, dup.mapping, dup.key),
             f"{dup.key!r} is given twice (first on line {dup.first_line}); "
             "YAML keeps only the last one: remove or merge one of them",
         )
@@ -146,7 +146,7 @@ def load_config(path: Path) -> Config:
     reader.check_django_processes()
 
     if reader.problems:
-        raise ConfigError(reader.problems)
+        raise ConfigError(sorted(reader.problems, key=lambda p: p.line))
     return Config(
         path=path,
         listen=listen,
@@ -155,6 +155,35 @@ def load_config(path: Path) -> Config:
         access_log=access_log,
         tables=tables,
     )
+
+
+def _where_in(root: Any, mapping: LocatedDict, key: Any) -> str:
+    """
+    The place of C{mapping[key]} inside C{root}, in the notation of our
+    messages: C{routes['/wiki/']}, C{hosts['a.com'].routes['/'].cache}.
+    """
+
+    def step(path: str, name: Any) -> str:
+        # Keys chosen by the user (prefixes, host names) are subscripts.
+        if path.endswith("routes") or path == "hosts":
+            return f"{path}[{name!r}]"
+        return f"{path}.{name}" if path else str(name)
+
+    def search(node: Any, path: str) -> str | None:
+        if node is mapping:
+            return step(path, key)
+        children = node.items() if isinstance(node, dict) else []
+        if isinstance(node, list):
+            children = [(f"[{i}]", item) for i, item in enumerate(node)]
+        for name, child in children:
+            if isinstance(child, (dict, list)):
+                inner = path + name if isinstance(node, list) else step(path, name)
+                found = search(child, inner)
+                if found is not None:
+                    return found
+        return None
+
+    return search(root, "") or ""
 
 
 def _describe(value: Any) -> str:
@@ -287,7 +316,7 @@ def _read_tables(
                     reader.problem(spec.line, where, "missing 'routes:'")
                     continue
                 tables[name] = reader.table(spec, "routes", f"{where}.routes")
-    if not any(tables.values()) and not reader.problems:
+    if "routes" not in data and "hosts" not in data:
         reader.problem(
             data.line,
             "routes",

@@ -8,6 +8,7 @@ L{txrouter.routespec}.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import replace
@@ -121,7 +122,7 @@ class ConfigReader:
                 mapping.line_of(key), where, f"expected {wanted}, got {_kind_of(value)}"
             )
             return default
-        if value < minimum:
+        if not math.isfinite(value) or value < minimum:
             self.problem(
                 mapping.line_of(key), where, f"must be >= {minimum:g}, got {value}"
             )
@@ -477,7 +478,10 @@ class ConfigReader:
                 self.problem(line, where, "expected 'unix:/path/to/app.sock'")
                 return None
             return "unix:" + str(self.resolve(socket_path))
-        parts = urlsplit(value) if isinstance(value, str) else None
+        try:
+            parts = urlsplit(value) if isinstance(value, str) else None
+        except ValueError:
+            parts = None
         if (
             parts is None
             or parts.scheme not in ("http", "https")

@@ -54,12 +54,17 @@ class LocatedList(list[Any]):
 class Duplicate:
     """
     A key that appears twice in one mapping.
+
+    @ivar mapping: the mapping that holds it, to find its place in the data.
     """
 
-    def __init__(self, key: Any, first_line: int, line: int) -> None:
+    def __init__(
+        self, key: Any, first_line: int, line: int, mapping: LocatedDict
+    ) -> None:
         self.key = key
         self.first_line = first_line
         self.line = line
+        self.mapping = mapping
 
 
 def _line(node: yaml.Node) -> int:
@@ -95,14 +100,15 @@ class _Loader(yaml.SafeLoader):
                     key_node.start_mark,
                 ) from None
             if first is not None:
-                self.duplicates.append(Duplicate(key, first, _line(key_node)))
+                self.duplicates.append(Duplicate(key, first, _line(key_node), data))
             else:
                 seen[key] = _line(key_node)
         self.flatten_mapping(node)
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
             data[key] = self.construct_object(value_node, deep=True)
-            data.key_lines.setdefault(key, _line(key_node))
+            # Merged keys come first: a key of this mapping overrides them.
+            data.key_lines[key] = _line(key_node)
 
     def construct_located_sequence(
         self, node: yaml.SequenceNode

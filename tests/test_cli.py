@@ -1,0 +1,214 @@
+"""
+Tests for the C{txrouter check} command, L{txrouter.cli.main}.
+
+Most run C{main} in this process with its output captured; one runs the
+command as a child process to prove its exit status for real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from txrouter.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+VALID = """
+    listen: tcp:8080:interface=127.0.0.1
+    routes:
+      /files/: {static: pub, cache: 60}
+      /old/: {redirect: /files/, status: 301}
+    hosts:
+      shop.example.com: {routes: {/: {static: pub}}}
+    """
+
+INVALID = """
+    listen: tcp:notaport
+    colour: blue
+    routes:
+      /files/: {static: no-such-folder}
+      /old/: {redirect: /files/, status: 200}
+    """
+
+MISSING_MODULE = "txrouter_test_no_such_module"
+
+WSGI = f"""
+    listen: tcp:8080
+    routes:
+      /app/: {{wsgi: "{MISSING_MODULE}:application", path: apps}}
+    """
+
+
+class CheckTests(SynchronousTestCase):
+    """
+    C{txrouter check FILE} says OK and exits 0, or lists every problem on
+    stderr and exits 1.
+    """
+
+    def setUp(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="txrouter-cli-")).resolve()
+        self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
+        (self.root / "pub").mkdir()
+        (self.root / "apps").mkdir()
+        # Importing applications puts their paths on sys.path: undo it.
+        saved = sys.path[:]
+        self.addCleanup(sys.path.__setitem__, slice(None), saved)
+
+    def write(self, text: str) -> Path:
+        path = self.root / "routes.yaml"
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    def run_main(self, *argv: str) -> tuple[int, str, str]:
+        """
+        @return: the exit status, stdout and stderr of C{main(argv)}.
+        """
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(list(argv))
+        return status, out.getvalue(), err.getvalue()
+
+    def test_valid(self) -> None:
+        """
+        A valid file with static and redirect routes exits 0 with one OK
+        line that counts listeners, routes and hosts, and nothing on stderr.
+        """
+        path = self.write(VALID)
+        status, out, err = self.run_main("check", str(path))
+        self.assertEqual(
+            (status, out, err),
+            (0, f"{path}: OK (1 listener(s), 3 route(s), 1 host(s))\n", ""),
+        )
+
+    def test_invalid(self) -> None:
+        """
+        An invalid file exits 1, prints each problem as C{file:line: ...} on
+        stderr and then a count line, and no traceback.
+        """
+        path = self.write(INVALID)
+        status, out, err = self.run_main("check", str(path))
+        self.assertEqual(status, 1)
+        self.assertEqual(out, "")
+        lines = err.splitlines()
+        self.assertEqual(len(lines), 5, err)
+        self.assertEqual(
+            sorted(line.split(": ", 2)[:2] for line in lines[:-1]),
+            [
+                [f"{path}:1", "listen"],
+                [f"{path}:2", "colour"],
+                [f"{path}:4", "routes['/files/'].static"],
+                [f"{path}:5", "routes['/old/'].status"],
+            ],
+        )
+        self.assertEqual(lines[-1], f"{path}: 4 problems")
+        self.assertNotIn("Traceback", err)
+
+    def test_one_problem(self) -> None:
+        """
+        The count line says "1 problem", in the singular.
+        """
+        path = self.write("listen: tcp:8080\nroutes: {/: {static: nowhere}}\n")
+        status, _, err = self.run_main("check", str(path))
+        self.assertEqual(status, 1)
+        self.assertEqual(err.splitlines()[-1], f"{path}: 1 problem")
+
+    def test_missing_file(self) -> None:
+        """
+        A file that does not exist exits 1 with a message naming it and no
+        traceback.
+        """
+        path = self.root / "nowhere.yaml"
+        status, out, err = self.run_main("check", str(path))
+        self.assertEqual((status, out), (1, ""))
+        self.assertTrue(err.startswith(f"{path}: cannot read the file: "), err)
+        self.assertEqual(err.splitlines()[-1], f"{path}: 1 problem")
+        self.assertNotIn("Traceback", err)
+
+    def test_no_import(self) -> None:
+        """
+        With C{--no-import} a WSGI route whose module does not exist passes:
+        only the file is checked.
+        """
+        path = self.write(WSGI)
+        status, out, err = self.run_main("check", "--no-import", str(path))
+        self.assertEqual(
+            (status, out, err),
+            (0, f"{path}: OK (1 listener(s), 1 route(s), 0 host(s))\n", ""),
+        )
+
+    def test_import(self) -> None:
+        """
+        Without C{--no-import} the missing module is reported, after the
+        route's C{file:line}, and the command exits 1.
+        """
+        path = self.write(WSGI)
+        status, out, err = self.run_main("check", str(path))
+        self.assertEqual((status, out), (1, ""))
+        self.assertTrue(err.startswith(f"{path}:3: routes['/app/']: "), err)
+        self.assertIn(f"no module named {MISSING_MODULE!r}", err)
+        self.assertIn(str(self.root / "apps"), err)
+        self.assertNotIn("Traceback", err)
+
+    def test_usage(self) -> None:
+        """
+        A command line without a command is a usage error: exit status 2.
+        """
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            error = self.assertRaises(SystemExit, main, [])
+        self.assertEqual(error.code, 2)
+        self.assertIn("usage: txrouter", err.getvalue())
+
+
+class ChildProcessTests(SynchronousTestCase):
+    """
+    The command as a real process, the way users and scripts run it.
+    """
+
+    def test_exit_status(self) -> None:
+        """
+        C{python -m txrouter.cli check} exits 0 for a valid file and 1 for an
+        invalid one, whose stderr lists the problems without a traceback.
+        """
+        root = Path(tempfile.mkdtemp(prefix="txrouter-cli-")).resolve()
+        self.addCleanup(shutil.rmtree, root, ignore_errors=True)
+        (root / "pub").mkdir()
+        valid = root / "valid.yaml"
+        valid.write_text(textwrap.dedent(VALID), encoding="utf-8")
+        invalid = root / "invalid.yaml"
+        invalid.write_text(textwrap.dedent(INVALID).lstrip("\n"), encoding="utf-8")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO), *filter(None, [env.get("PYTHONPATH")])]
+        )
+
+        def check(path: Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "txrouter.cli", "check", str(path)],
+                cwd=root,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
+        ok = check(valid)
+        self.assertEqual((ok.returncode, ok.stderr), (0, ""))
+        self.assertIn(f"{valid}: OK", ok.stdout)
+
+        bad = check(invalid)
+        self.assertEqual(bad.returncode, 1, bad.stderr)
+        self.assertEqual(bad.stdout, "")
+        self.assertNotIn("Traceback", bad.stderr)
+        self.assertIn(f"{invalid}:1: listen: bad endpoint 'tcp:notaport'", bad.stderr)
+        self.assertEqual(bad.stderr.splitlines()[-1], f"{invalid}: 4 problems")
