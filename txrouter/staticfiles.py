@@ -19,6 +19,7 @@ adds what a production file server needs:
 from __future__ import annotations
 
 import os
+import stat
 import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -56,6 +57,16 @@ _WEB_TYPES = {
 }
 
 
+def _position(digits: bytes) -> int:
+    """
+    A byte position; one too long to be a real offset counts as the end of
+    any file (and never reaches Python's limit on int() of huge strings).
+    """
+    if len(digits) > 18:
+        return 10**18
+    return int(digits)
+
+
 def _parse_ranges(header: bytes, size: int) -> list[tuple[int, int]] | None:
     """
     Parse a C{Range} header against a file of C{size} bytes.
@@ -68,30 +79,32 @@ def _parse_ranges(header: bytes, size: int) -> list[tuple[int, int]] | None:
     unit, _, spec = header.partition(b"=")
     if unit.strip().lower() != b"bytes" or not spec:
         return None
+    parts = [part.strip() for part in spec.split(b",")]
+    parts = [part for part in parts if part]  # empty list elements are allowed
+    if not parts or len(parts) > _MAX_RANGES * 4:
+        return None
     ranges = []
-    for part in spec.split(b","):
-        first_text, dash, last_text = part.strip().partition(b"-")
-        if not dash or not (first_text.isdigit() or last_text.isdigit()):
+    for part in parts:
+        first_text, dash, last_text = part.partition(b"-")
+        if not dash or not (first_text or last_text):
             return None
-        if first_text and not first_text.isdigit():
-            return None
-        if last_text and not last_text.isdigit():
+        if not all(text.isdigit() for text in (first_text, last_text) if text):
             return None
         if not first_text:
             # A suffix range: the last N bytes.
-            length = int(last_text)
+            length = _position(last_text)
             if length == 0:
                 continue
             ranges.append((max(size - length, 0), size - 1))
             continue
-        first = int(first_text)
-        last = int(last_text) if last_text else size - 1
-        if last < first:
-            return None
+        first = _position(first_text)
+        last = size - 1
+        if last_text:
+            last = _position(last_text)
+            if last < first:
+                return None
         if first < size:
             ranges.append((first, min(last, size - 1)))
-    if len(ranges) > _MAX_RANGES * 4:
-        return None
     merged: list[tuple[int, int]] = []
     for first, last in sorted(ranges):
         if merged and first <= merged[-1][1] + 1:
@@ -179,7 +192,13 @@ class StaticFiles(static.File):
         real = os.path.realpath(path)
         if real != self.root and not real.startswith(self.root + os.sep):
             return None
-        if not os.path.exists(real):
+        try:
+            mode = os.stat(real).st_mode
+        except OSError:
+            return None
+        # Only files and folders: opening a FIFO or a device would block or
+        # read what was never meant to be served.
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             return None
         return self.createSimilarFile(path)
 
@@ -243,9 +262,10 @@ class StaticFiles(static.File):
     render_HEAD = render_GET
 
     def _not_modified(self, request: Any, etag: bytes, mtime: float) -> bool:
-        none_match = request.getHeader(b"if-none-match")
-        if none_match is not None:
-            return _etag_matches(none_match, etag)
+        lines = request.requestHeaders.getRawHeaders(b"if-none-match")
+        if lines:
+            # Repeated header lines are one comma-separated list.
+            return _etag_matches(b",".join(lines), etag)
         since = _http_date(request.getHeader(b"if-modified-since"))
         return since is not None and int(mtime) <= since
 

@@ -1,0 +1,811 @@
+"""Benchmark txrouter against the servers it replaces, in one run on one machine.
+
+Usage (from the repository root)::
+
+    .venv/bin/python sites/prepare.py            # once: migrate, collectstatic
+    .venv/bin/python bench/run.py                # every scenario, every server
+    .venv/bin/python bench/run.py --duration 3 --runs 1          # quick check
+    .venv/bin/python bench/run.py --only static-1k --servers txrouter,nginx
+    .venv/bin/python bench/run.py --threads 2:20 --json results.json
+
+Method: each server runs alone on 127.0.0.1 on a free port, pinned to CPU 0
+(``taskset -c 0``; its worker processes inherit the pinning). Once it answers
+with the expected body, ``wrk`` pinned to CPU 1 warms it up for 2 s, then
+``taskset -c 1 wrk -t1 -c32 -d<duration>s --latency URL`` runs ``--runs``
+times. The table shows the median req/s and the median p99 latency of those
+runs, and txrouter's req/s divided by each peer's (above 1: txrouter is
+faster). The server's whole process group is stopped afterwards, always.
+
+To add a scenario (reverse proxy, worker processes...), write a function per
+server that returns a L{Launch} and list them in L{SCENARIOS}.
+
+Only the standard library is used; the servers under test come from the
+venv running this script (gunicorn, waitress, Twisted) and from the system
+(wrk, nginx, taskset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SITES = REPO / "sites"
+BLOG = SITES / "blog"
+FILES = SITES / "files"
+VENV_BIN = Path(sys.executable).parent
+
+SERVER_CPU = "0"
+CLIENT_CPU = "1"
+WRK_THREADS = 1
+WRK_CONNECTIONS = 32
+WARMUP_SECONDS = 2
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+# Where each external tool comes from, and how to get it when it is missing.
+INSTALL_HINTS = {
+    "wrk": "apt-get install wrk",
+    "taskset": "apt-get install util-linux",
+    "nginx": "apt-get install nginx-light",
+    "gunicorn": f"{VENV_BIN}/pip install gunicorn",
+    "waitress-serve": f"{VENV_BIN}/pip install waitress",
+    "twistd": f"{VENV_BIN}/pip install twisted",
+}
+# Tools without which nothing can be measured at all.
+REQUIRED_TOOLS = ("wrk", "taskset")
+
+
+# --------------------------------------------------------------------------
+# What to run
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Knobs shared by every server launcher."""
+
+    threads_min: int = 2
+    threads_max: int = 20
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start one server: command, folder, environment, URL path."""
+
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    path: str
+
+
+# A launcher gets the port, a private temporary folder, the tool paths and
+# the settings, and says how to start its server.
+Launcher = Callable[[int, Path, dict[str, str], Settings], Launch]
+
+
+@dataclass(frozen=True)
+class Server:
+    """One contender in a scenario: a short name for C{--servers}, a label."""
+
+    name: str
+    label: str
+    launcher: Launcher
+    tools: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One thing to measure, with the body length every server must return."""
+
+    name: str
+    description: str
+    body_length: int
+    servers: tuple[Server, ...]
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """Return our environment without variables that would steer the servers."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"PYTHONPATH", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG"}
+    }
+    env.update(extra)
+    return env
+
+
+def txrouter_config(tmp: Path, port: int, routes: str, settings: Settings) -> Path:
+    """Write a routes.yaml (no access_log key: access log off) and return it."""
+    config = tmp / "routes.yaml"
+    config.write_text(
+        f"listen: tcp:{port}:interface=127.0.0.1\n"
+        f"threads: {{min: {settings.threads_min}, max: {settings.threads_max}}}\n"
+        f"routes:\n  {routes}\n"
+    )
+    return config
+
+
+def txrouter_launch(
+    tools: dict[str, str], config: Path, tmp: Path, path: str
+) -> Launch:
+    """Start C{twistd -n txrouter} with the plugin found from the repo root."""
+    # `python -m twisted` runs `twist`, not `twistd`; run the venv's twistd.
+    argv = [sys.executable, tools["twistd"], "-n", "--pidfile=", "txrouter"]
+    argv += ["--config", str(config)]
+    return Launch(argv, tmp, base_env(PYTHONPATH=str(REPO)), path)
+
+
+def txrouter_django(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+    """txrouter serving sites/blog in-process at /."""
+    config = txrouter_config(tmp, port, f"/: {{django: {BLOG}}}", s)
+    return txrouter_launch(tools, config, tmp, "/hello/")
+
+
+def txrouter_static(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+    """txrouter serving sites/files at /files/."""
+    config = txrouter_config(tmp, port, f"/files/: {{static: {FILES}}}", s)
+    return txrouter_launch(tools, config, tmp, "/files/")
+
+
+def twistd_web(tools: dict[str, str], port: int, *args: str) -> list[str]:
+    """Return the command line of C{twistd -n web} listening on C{port}."""
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    return [
+        sys.executable,
+        tools["twistd"],
+        "-n",
+        "--pidfile=",
+        "web",
+        "--listen",
+        listen,
+        *args,
+    ]
+
+
+def twistd_wsgi(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+    """Twisted's own C{twistd web --wsgi} (it logs every request)."""
+    argv = twistd_web(tools, port, "--wsgi", "blog.wsgi.application")
+    env = base_env(PYTHONPATH=str(BLOG), DJANGO_SETTINGS_MODULE="blog.settings")
+    return Launch(argv, tmp, env, "/hello/")
+
+
+def twistd_path(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+    """Twisted's own C{twistd web --path} (it logs every request)."""
+    return Launch(twistd_web(tools, port, "--path", str(FILES)), tmp, base_env(), "/")
+
+
+def gunicorn_sync(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+    """gunicorn, one sync worker, no access log (its default)."""
+    argv = [
+        tools["gunicorn"],
+        "-w",
+        "1",
+        "-k",
+        "sync",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--chdir",
+        str(BLOG),
+        "blog.wsgi:application",
+    ]
+    return Launch(argv, BLOG, base_env(), "/hello/")
+
+
+def waitress_4t(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+    """waitress, 4 threads (it has no access log)."""
+    argv = [
+        tools["waitress-serve"],
+        "--threads=4",
+        f"--listen=127.0.0.1:{port}",
+        "blog.wsgi:application",
+    ]
+    return Launch(argv, BLOG, base_env(), "/hello/")
+
+
+NGINX_CONF = """\
+{user}worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    types {{ text/plain txt; application/octet-stream bin; }}
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location /files/ {{ alias {files}/; }}
+    }}
+}}
+"""
+
+
+def nginx_static(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+    """nginx, one worker, sendfile on, access log off."""
+    # As root, workers would switch to "nobody"; stay root so they can read
+    # the files wherever the repository lives.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(user=user, tmp=tmp, port=port, files=FILES))
+    argv = [
+        tools["nginx"],
+        "-c",
+        str(conf),
+        "-p",
+        f"{tmp}/",
+        "-e",
+        f"{tmp}/error.log",
+        "-g",
+        "daemon off;",
+    ]
+    return Launch(argv, tmp, base_env(), "/files/")
+
+
+TXROUTER = "txrouter"
+STATIC_SERVERS = (
+    Server(TXROUTER, "txrouter", txrouter_static, ("twistd",)),
+    Server("twistd-web", "twistd web --path", twistd_path, ("twistd",)),
+    Server("nginx", "nginx 1 worker", nginx_static, ("nginx",)),
+)
+
+# The hook for new scenarios: scenario name -> servers. A server's URL is its
+# Launch.path followed by the scenario's file name for static scenarios.
+SCENARIOS: dict[str, Scenario] = {
+    "django-hello": Scenario(
+        "django-hello",
+        "Django view returning 100 bytes of text (sites/blog /hello/)",
+        100,
+        (
+            Server(TXROUTER, "txrouter", txrouter_django, ("twistd",)),
+            Server("twistd-web", "twistd web --wsgi", twistd_wsgi, ("twistd",)),
+            Server("gunicorn", "gunicorn sync 1 worker", gunicorn_sync, ("gunicorn",)),
+            Server("waitress", "waitress 4 threads", waitress_4t, ("waitress-serve",)),
+        ),
+    ),
+    "static-1k": Scenario(
+        "static-1k", "static file, 1 KiB (sites/files/1k.txt)", 1024, STATIC_SERVERS
+    ),
+    "static-100k": Scenario(
+        "static-100k",
+        "static file, 100 KiB (sites/files/100k.bin)",
+        102400,
+        STATIC_SERVERS,
+    ),
+}
+# The file each static scenario appends to its servers' Launch.path.
+URL_SUFFIX = {"static-1k": "1k.txt", "static-100k": "100k.bin"}
+
+
+# --------------------------------------------------------------------------
+# Tools
+
+
+def find_tools() -> dict[str, str]:
+    """Map each tool we know of to its path; missing tools are left out."""
+    search = os.pathsep.join(
+        [str(VENV_BIN), os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]
+    )
+    found = {}
+    for name in INSTALL_HINTS:
+        # Python tools must come from this venv, not from anywhere on PATH.
+        where = (
+            str(VENV_BIN)
+            if name in {"gunicorn", "waitress-serve", "twistd"}
+            else search
+        )
+        path = shutil.which(name, path=where)
+        if path:
+            found[name] = path
+    return found
+
+
+def missing_tools(servers: list[Server], tools: dict[str, str]) -> list[str]:
+    """Return the tools needed by C{servers} (and wrk, taskset) not installed."""
+    needed = {*REQUIRED_TOOLS, *(t for server in servers for t in server.tools)}
+    return sorted(needed - tools.keys())
+
+
+def install_advice(missing: list[str]) -> str:
+    """Say exactly what to install for each missing tool."""
+    return "\n".join(f"  {name}: {INSTALL_HINTS[name]}" for name in missing)
+
+
+def check_cpus() -> str | None:
+    """Return why pinning cannot work here, or None when CPUs 0 and 1 exist."""
+    cpus = os.sched_getaffinity(0)
+    if not {int(SERVER_CPU), int(CLIENT_CPU)} <= cpus:
+        allowed = sorted(cpus)
+        return (
+            f"need CPUs {SERVER_CPU} and {CLIENT_CPU}; this process may use {allowed}"
+        )
+    return None
+
+
+# --------------------------------------------------------------------------
+# Server lifecycle
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(launch: Launch, log: Path, tools: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start the server pinned to the server CPU, in a process group of its own."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [tools["taskset"], "-c", SERVER_CPU, *launch.argv],
+            cwd=launch.cwd,
+            env=launch.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the server's whole process group, even if Ctrl-C is pressed again."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        terminate_group(proc)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def terminate_group(proc: subprocess.Popen[bytes]) -> None:
+    """Send SIGTERM to the process group, then SIGKILL if it lingers."""
+    for sig, timeout in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc.poll()
+            if not group_alive(proc.pid):
+                return
+            time.sleep(0.1)
+    proc.poll()
+
+
+def group_alive(pgid: int) -> bool:
+    """Tell whether any process of group C{pgid} is still alive."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie leader still counts: reap it, then look again.
+    with suppress(ChildProcessError):
+        os.waitpid(pgid, os.WNOHANG)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class ServerFailed(Exception):
+    """The server exited, never answered, or answered the wrong thing."""
+
+
+def tail(log: Path, lines: int = 30) -> str:
+    """Return the last lines of a server's output."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return "\n".join(text.splitlines()[-lines:]) or "(no output)"
+
+
+def fetch(url: str) -> tuple[int, int]:
+    """GET C{url}; return (status, body length)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, len(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, len(e.read())
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, length: int) -> None:
+    """Wait until C{url} answers 200 with C{length} bytes, or raise ServerFailed."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerFailed(f"exited with status {proc.returncode}:\n{tail(log)}")
+        try:
+            status, got = fetch(url)
+        except (OSError, urllib.error.URLError) as e:
+            last = f"no answer ({e})"
+        else:
+            if status == 200 and got == length:
+                return
+            last = f"status {status}, {got} bytes (expected 200, {length} bytes)"
+        time.sleep(0.2)
+    raise ServerFailed(f"not ready after {READY_TIMEOUT:.0f} s: {last}\n{tail(log)}")
+
+
+@contextmanager
+def running(
+    launch: Launch, log: Path, tools: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run the server for the duration of the block; always stop it."""
+    proc = start(launch, log, tools)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+# --------------------------------------------------------------------------
+# wrk
+
+
+@dataclass
+class WrkRun:
+    """What one wrk run measured."""
+
+    requests_per_second: float
+    p99_ms: float
+    errors: int
+
+
+LATENCY_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+def parse_wrk(output: str) -> WrkRun:
+    """Parse req/s, the p99 latency and the error counts from wrk's output."""
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
+    p99 = re.search(r"^\s+99(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\b", output, re.M)
+    if not rps or not p99:
+        raise ValueError(f"cannot read wrk's output:\n{output}")
+    errors = sum(
+        int(n)
+        for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output)
+        + re.findall(r"Non-2xx or 3xx responses: (\d+)", output)
+    )
+    return WrkRun(float(rps[1]), float(p99[1]) * LATENCY_UNITS_MS[p99[2]], errors)
+
+
+def wrk(url: str, seconds: int, tools: dict[str, str]) -> WrkRun:
+    """Run wrk against C{url} for C{seconds}, pinned to the client CPU."""
+    argv = [
+        tools["taskset"],
+        "-c",
+        CLIENT_CPU,
+        tools["wrk"],
+        f"-t{WRK_THREADS}",
+        f"-c{WRK_CONNECTIONS}",
+        f"-d{seconds}s",
+        "--latency",
+        url,
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    if result.returncode != 0:
+        raise ServerFailed(f"wrk failed ({result.returncode}): {result.stderr.strip()}")
+    return parse_wrk(result.stdout)
+
+
+# --------------------------------------------------------------------------
+# Measuring
+
+
+@dataclass
+class Result:
+    """The outcome for one server in one scenario."""
+
+    server: str
+    label: str
+    url: str = ""
+    runs: list[WrkRun] = field(default_factory=list)
+    problem: str = ""
+
+    @property
+    def rps(self) -> float:
+        """Median req/s over the runs."""
+        return statistics.median(r.requests_per_second for r in self.runs)
+
+    @property
+    def p99_ms(self) -> float:
+        """Median p99 latency (ms) over the runs."""
+        return statistics.median(r.p99_ms for r in self.runs)
+
+    @property
+    def errors(self) -> int:
+        """Socket errors and non-2xx/3xx responses over all runs."""
+        return sum(r.errors for r in self.runs)
+
+
+def server_url(scenario: Scenario, port: int, launch: Launch) -> str:
+    """Return the URL wrk hits for this server in this scenario."""
+    return f"http://127.0.0.1:{port}{launch.path}{URL_SUFFIX.get(scenario.name, '')}"
+
+
+def measure(
+    scenario: Scenario, server: Server, args: argparse.Namespace, tools: dict[str, str]
+) -> Result:
+    """Start one server, warm it up, run wrk C{args.runs} times, stop it."""
+    result = Result(server.name, server.label)
+    with tempfile.TemporaryDirectory(prefix="txrouter-bench-") as name:
+        tmp = Path(name)
+        port = free_port()
+        launch = server.launcher(port, tmp, tools, args.settings)
+        result.url = server_url(scenario, port, launch)
+        log = tmp / "server.log"
+        try:
+            with running(launch, log, tools) as proc:
+                wait_ready(result.url, proc, log, scenario.body_length)
+                wrk(result.url, WARMUP_SECONDS, tools)
+                for i in range(args.runs):
+                    run = wrk(result.url, args.duration, tools)
+                    progress(
+                        f"    run {i + 1}: {run.requests_per_second:,.0f} req/s, "
+                        f"p99 {run.p99_ms:.2f} ms, errors {run.errors}"
+                    )
+                    result.runs.append(run)
+        except (ServerFailed, ValueError, subprocess.TimeoutExpired) as e:
+            result.problem = str(e)
+            progress(f"    FAILED: {e}")
+    return result
+
+
+def progress(message: str) -> None:
+    """Report progress on stderr, keeping stdout for the tables."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Reporting
+
+
+NONE = "\N{EN DASH}"  # what the tables show when there is no figure
+
+
+def ratio(ours: Result | None, theirs: Result) -> str:
+    """Return txrouter's req/s divided by C{theirs}, or a dash."""
+    if ours is None or not ours.runs or not theirs.runs:
+        return NONE
+    return f"{ours.rps / theirs.rps:.2f}"
+
+
+def summary(problem: str) -> str:
+    """Shorten a problem to its first and last lines (the cause is often last)."""
+    lines = [line.strip() for line in problem.strip().splitlines() if line.strip()]
+    if not lines:
+        return "?"
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+
+
+def table(scenario: Scenario, results: list[Result]) -> str:
+    """Render one scenario's results as a Markdown table, problems below it."""
+    ours = next((r for r in results if r.server == TXROUTER), None)
+    lines = [
+        f"### {scenario.name}: {scenario.description}",
+        "",
+        "| server | req/s | p99 (ms) | errors | txrouter ÷ server |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for r in results:
+        if r.runs:
+            lines.append(
+                f"| {r.label} | {r.rps:,.0f} | {r.p99_ms:.2f} | "
+                f"{r.errors} | {ratio(ours, r)} |"
+            )
+        else:
+            lines.append(f"| {r.label} |{f' {NONE} |' * 4}")
+        if r.problem:
+            notes.append(f"- {r.label}: {summary(r.problem)}")
+    return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def to_json(results: dict[str, list[Result]], args: argparse.Namespace) -> str:
+    """Serialise every run and median, with the settings used."""
+    return json.dumps(
+        {
+            "duration_s": args.duration,
+            "runs": args.runs,
+            "wrk": {"threads": WRK_THREADS, "connections": WRK_CONNECTIONS},
+            "cpus": {"server": SERVER_CPU, "client": CLIENT_CPU},
+            "settings": asdict(args.settings),
+            "scenarios": {
+                name: [
+                    {
+                        "server": r.server,
+                        "label": r.label,
+                        "url": r.url,
+                        "rps": r.rps if r.runs else None,
+                        "p99_ms": r.p99_ms if r.runs else None,
+                        "errors": r.errors,
+                        "runs": [asdict(run) for run in r.runs],
+                        "problem": r.problem,
+                    }
+                    for r in rs
+                ]
+                for name, rs in results.items()
+            },
+        },
+        indent=2,
+    )
+
+
+# --------------------------------------------------------------------------
+# Command line
+
+
+def comma_list(text: str) -> list[str]:
+    """Split C{a,b,c} into names, ignoring blanks."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def thread_range(text: str) -> Settings:
+    """Parse C{MIN:MAX} into the txrouter thread pool settings."""
+    low, sep, high = text.partition(":")
+    try:
+        settings = Settings(int(low), int(high if sep else low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX, got {text!r}") from None
+    if (
+        not 0 <= settings.threads_min <= settings.threads_max
+        or not settings.threads_max
+    ):
+        raise argparse.ArgumentTypeError(f"need 0 <= MIN <= MAX, MAX >= 1: {text!r}")
+    return settings
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Read the command line."""
+    servers = sorted({s.name for sc in SCENARIOS.values() for s in sc.servers})
+    parser = argparse.ArgumentParser(
+        description="Benchmark txrouter against its peers (see bench/README.md)."
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--runs", type=int, default=3, help="wrk runs per server")
+    parser.add_argument(
+        "--only",
+        type=comma_list,
+        default=list(SCENARIOS),
+        metavar="SCENARIO[,..]",
+        help=", ".join(SCENARIOS),
+    )
+    parser.add_argument(
+        "--servers",
+        type=comma_list,
+        default=None,
+        metavar="NAME[,..]",
+        help=", ".join(servers),
+    )
+    parser.add_argument(
+        "--threads",
+        type=thread_range,
+        default=Settings(),
+        dest="settings",
+        metavar="MIN:MAX",
+        help="txrouter's thread pool (default 2:20)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="OUT.json",
+        help="also write every run to this file",
+    )
+    args = parser.parse_args(argv)
+    if args.duration < 1 or args.runs < 1:
+        parser.error("--duration and --runs must be at least 1")
+    unknown = [name for name in args.only if name not in SCENARIOS]
+    if unknown:
+        parser.error(
+            f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}"
+        )
+    if args.servers is not None:
+        unknown = [name for name in args.servers if name not in servers]
+        if unknown:
+            parser.error(
+                f"unknown server {', '.join(unknown)}; choose from {', '.join(servers)}"
+            )
+    return args
+
+
+def chosen_servers(scenario: Scenario, names: list[str] | None) -> list[Server]:
+    """Return the scenario's servers, filtered by C{--servers}."""
+    return [s for s in scenario.servers if names is None or s.name in names]
+
+
+def run_scenario(
+    scenario: Scenario,
+    args: argparse.Namespace,
+    tools: dict[str, str],
+    results: list[Result],
+) -> None:
+    """Measure every chosen server of one scenario into C{results}, in turn."""
+    for server in chosen_servers(scenario, args.servers):
+        missing = [t for t in server.tools if t not in tools]
+        if missing:
+            advice = "; ".join(f"{t}: {INSTALL_HINTS[t]}" for t in missing)
+            problem = f"skipped, install {advice}"
+            results.append(Result(server.name, server.label, problem=problem))
+            progress(f"{scenario.name} / {server.label}: skipped ({advice})")
+            continue
+        progress(f"{scenario.name} / {server.label}")
+        results.append(measure(scenario, server, args, tools))
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM/SIGHUP into SystemExit so that servers still get stopped."""
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGHUP, leave)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen scenarios and print one table per scenario."""
+    args = parse_args(argv)
+    tools = find_tools()
+    scenarios = [SCENARIOS[name] for name in args.only]
+    servers = [s for sc in scenarios for s in chosen_servers(sc, args.servers)]
+    missing = missing_tools(servers, tools)
+    if missing:
+        print(
+            f"run.py: missing tools; install them with:\n{install_advice(missing)}",
+            file=sys.stderr,
+        )
+        if any(name in REQUIRED_TOOLS for name in missing):
+            return 2
+    cpu_problem = check_cpus()
+    if cpu_problem:
+        print(f"run.py: {cpu_problem}", file=sys.stderr)
+        return 2
+    stop_on_sigterm()
+    results: dict[str, list[Result]] = {}
+    interrupted = False
+    try:
+        for scenario in scenarios:
+            # Filled in place, so an interruption keeps what was measured.
+            results[scenario.name] = []
+            run_scenario(scenario, args, tools, results[scenario.name])
+    except KeyboardInterrupt:
+        interrupted = True
+        progress("interrupted: servers stopped; results so far follow")
+    print(
+        f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{args.duration}s, "
+        f"median of {args.runs} run(s); server on CPU {SERVER_CPU}, "
+        f"wrk on CPU {CLIENT_CPU}\n"
+    )
+    for name, rs in results.items():
+        print(table(SCENARIOS[name], rs), end="\n\n")
+    if args.json:
+        args.json.write_text(to_json(results, args) + "\n")
+    failed = any(
+        r.problem and not r.problem.startswith("skipped")
+        for rs in results.values()
+        for r in rs
+    )
+    return 130 if interrupted else 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
