@@ -27,11 +27,13 @@ def _check(path: Path, load_apps: bool) -> int:
     if load_apps:
         from twisted.internet import reactor
 
+        from txrouter.proxyclient import ProxyClient
         from txrouter.resources import build_router
         from txrouter.threadpool import make_pool
 
         try:
-            build_router(config, reactor, make_pool(0, 1, "check"))  # type: ignore[arg-type]
+            pool = make_pool(0, 1, "check")
+            build_router(config, reactor, pool, ProxyClient(reactor))  # type: ignore[arg-type]
         except AppLoadError as e:
             print(e, file=sys.stderr)
             return 1

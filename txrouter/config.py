@@ -13,6 +13,7 @@ is refused before any service exists.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,15 @@ __all__ = [
     "load_config",
 ]
 
-_TOP_KEYS = ("listen", "threads", "drain_timeout", "access_log", "routes", "hosts")
+_TOP_KEYS = (
+    "listen",
+    "threads",
+    "drain_timeout",
+    "access_log",
+    "trusted_proxies",
+    "routes",
+    "hosts",
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,8 @@ class Config:
     @ivar threads: size of the shared pool.
     @ivar drain_timeout: seconds SIGTERM waits for in-flight requests.
     @ivar access_log: an absolute path, C{"-"} for twistd's log, or L{None}.
+    @ivar trusted_proxies: networks (CIDR) whose C{X-Forwarded-For} and
+        C{Forwarded} headers are extended rather than replaced.
     @ivar tables: route tables by host: C{""} is the default host, other keys
         are lower-case names or C{*.} wildcards. Each table maps a prefix
         (starting and ending with C{/}) to its route.
@@ -79,6 +90,7 @@ class Config:
     threads: Threads
     drain_timeout: float
     access_log: str | None
+    trusted_proxies: tuple[str, ...]
     tables: Mapping[str, Mapping[str, Route]]
 
     def routes(self) -> list[Route]:
@@ -142,6 +154,7 @@ def load_config(path: Path) -> Config:
     threads = _read_threads(reader, data)
     drain_timeout = reader.number(data, "drain_timeout", "drain_timeout", 30.0, 0)
     access_log = _read_access_log(reader, data)
+    trusted_proxies = _read_trusted_proxies(reader, data)
     tables = _read_tables(reader, data)
     reader.check_django_processes()
 
@@ -153,6 +166,7 @@ def load_config(path: Path) -> Config:
         threads=threads,
         drain_timeout=drain_timeout,
         access_log=access_log,
+        trusted_proxies=trusted_proxies,
         tables=tables,
     )
 
@@ -273,6 +287,32 @@ def _read_access_log(reader: ConfigReader, data: LocatedDict) -> str | None:
             f"the folder {str(log_path.parent)!r} does not exist",
         )
     return str(log_path)
+
+
+def _read_trusted_proxies(reader: ConfigReader, data: LocatedDict) -> tuple[str, ...]:
+    value = data.get("trusted_proxies")
+    if value is None:
+        return ()
+    if not isinstance(value, LocatedList):
+        reader.problem(
+            data.line_of("trusted_proxies"),
+            "trusted_proxies",
+            f"expected a list of networks such as ['10.0.0.0/8', '::1'], "
+            f"got {_describe(value)}",
+        )
+        return ()
+    networks = []
+    for i, item in enumerate(value):
+        try:
+            networks.append(str(ipaddress.ip_network(str(item), strict=False)))
+        except ValueError:
+            reader.problem(
+                value.line_of(i),
+                f"trusted_proxies[{i}]",
+                f"not an IP network: {item!r}; expected e.g. '10.0.0.0/8' or "
+                "'127.0.0.1'",
+            )
+    return tuple(networks)
 
 
 def _read_tables(

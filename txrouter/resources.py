@@ -18,7 +18,10 @@ from twisted.web.wsgi import WSGIResource
 from txrouter.config import Config
 from txrouter.djangoproject import DjangoApp, load_django
 from txrouter.errors import AppLoadError
+from txrouter.forwarding import TrustedProxies
 from txrouter.importer import import_app
+from txrouter.proxy import ProxyResource, ProxySettings
+from txrouter.proxyclient import ProxyClient
 from txrouter.redirect import Redirect
 from txrouter.router import Router
 from txrouter.routespec import (
@@ -30,6 +33,7 @@ from txrouter.routespec import (
     WsgiRoute,
 )
 from txrouter.staticfiles import StaticFiles
+from txrouter.upstream import Upstream, UpstreamGroup
 
 __all__ = ["build_router"]
 
@@ -41,9 +45,17 @@ class _Builder:
     Builds resources, loading each application once.
     """
 
-    def __init__(self, reactor: IReactorThreads, pool: ThreadPool) -> None:
+    def __init__(
+        self,
+        reactor: IReactorThreads,
+        pool: ThreadPool,
+        client: ProxyClient,
+        trusted: TrustedProxies,
+    ) -> None:
         self._reactor = reactor
         self._pool = pool
+        self._client = client
+        self._trusted = trusted
         self._apps: dict[Any, IResource] = {}
         self.django: dict[tuple[Path, str], DjangoApp] = {}
 
@@ -75,17 +87,36 @@ class _Builder:
                 )
             return self._apps[key]
         assert isinstance(route, ProxyRoute)
-        raise AppLoadError("proxy routes are not supported by this version yet")
+        return self._proxy(route)
+
+    def _proxy(self, route: ProxyRoute) -> IResource:
+        members = [
+            Upstream.from_url(
+                self._reactor, url, route.connect_timeout, route.tls_verify
+            )
+            for url in route.upstreams
+        ]
+        settings = ProxySettings(
+            name=str(route.origin),
+            timeout=route.timeout,
+            preserve_host=route.preserve_host,
+            trusted=self._trusted,
+        )
+        group = UpstreamGroup(self._reactor, members)  # type: ignore[arg-type]
+        return ProxyResource(self._reactor, self._client, group, settings)
 
 
-def build_router(config: Config, reactor: IReactorThreads, pool: ThreadPool) -> Router:
+def build_router(
+    config: Config, reactor: IReactorThreads, pool: ThreadPool, client: ProxyClient
+) -> Router:
     """
     Build every route's resource and the router over them.
 
+    @param client: the process's one HTTP client, for proxy routes.
     @raise AppLoadError: an application failed to load; the message starts
         with the route's C{file:line}.
     """
-    builder = _Builder(reactor, pool)
+    builder = _Builder(reactor, pool, client, TrustedProxies(config.trusted_proxies))
     tables: dict[str, dict[str, IResource]] = {}
     for host, routes in config.tables.items():
         table = tables[host] = {}

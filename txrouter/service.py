@@ -20,6 +20,7 @@ from twisted.internet.error import CannotListenError
 
 from txrouter.config import Config
 from txrouter.errors import ListenError
+from txrouter.proxyclient import ProxyClient, ProxyClientService
 from txrouter.resources import build_router
 from txrouter.site import RouterSite
 from txrouter.threadpool import ThreadPoolService, make_pool
@@ -82,7 +83,8 @@ def build_service(config: Config, reactor: Any) -> RouterService:
     starts.
     """
     pool = make_pool(config.threads.min, config.threads.max, "txrouter")
-    router = build_router(config, reactor, pool)
+    client = ProxyClient(reactor)
+    router = build_router(config, reactor, pool, client)
     site = RouterSite(router, reactor, config.access_log)
 
     top = RouterService()
@@ -90,6 +92,7 @@ def build_service(config: Config, reactor: Any) -> RouterService:
     pool_service = ThreadPoolService(pool, reactor)
     pool_service.setName("threadpool")
     pool_service.setServiceParent(top)
+    ProxyClientService(client).setServiceParent(top)
     drain = DrainService(site, config.drain_timeout)
     drain.setName("drain")
     drain.setServiceParent(top)

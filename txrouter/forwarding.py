@@ -1,0 +1,194 @@
+"""
+Headers of a proxied request and response: hop-by-hop headers removed,
+forwarding headers (C{X-Forwarded-*}, RFC 7239 C{Forwarded}) set by the
+router itself, and the upstream path kept inside the upstream's base.
+
+    >>> trusted = TrustedProxies(["10.0.0.0/8"])
+    >>> headers = upstream_headers(request.requestHeaders, client, ...)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+from twisted.web.http_headers import Headers
+
+__all__ = [
+    "Forwarding",
+    "TrustedProxies",
+    "UnsafePath",
+    "downstream_headers",
+    "upstream_headers",
+    "upstream_path",
+]
+
+# RFC 9110 section 7.6.1, plus the non-standard ones still seen in the wild.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Set by us on the way up; never taken from an untrusted client.
+_FORWARDING = frozenset(
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-prefix",
+        b"forwarded",
+    }
+)
+# Framing and identity the router sets itself, each way.
+# (The router answered any "Expect: 100-continue" and holds the whole body.)
+_REQUEST_OWN = frozenset({b"content-length", b"host", b"expect"})
+_RESPONSE_OWN = frozenset({b"server", b"date"})
+
+
+class UnsafePath(ValueError):
+    """
+    A request path whose dot-segments would climb above the upstream's base.
+    """
+
+
+class TrustedProxies:
+    """
+    The networks whose forwarding headers we extend instead of replacing.
+    """
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def __contains__(self, address: str) -> bool:
+        if not self._networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._networks)
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """
+    What the router knows about the client side of one request.
+
+    @ivar client: the peer's IP address, or L{None} for a UNIX socket.
+    @ivar scheme: C{b"http"} or C{b"https"}, as the client connected.
+    @ivar host: the C{Host} the client asked for.
+    @ivar prefix: the route prefix without its trailing slash (C{b""} at /).
+    @ivar trusted: whether the peer is a trusted proxy.
+    """
+
+    client: str | None
+    scheme: bytes
+    host: bytes
+    prefix: bytes
+    trusted: bool
+
+
+def _connection_tokens(headers: Headers) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for value in headers.getRawHeaders(b"connection", ()):
+        tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return tokens
+
+
+def _node(address: str | None) -> str:
+    if address is None:
+        return "unknown"
+    if ":" in address:
+        return f'"[{address}]"'
+    return address
+
+
+def upstream_headers(incoming: Headers, forwarding: Forwarding, host: bytes) -> Headers:
+    """
+    The headers to send upstream for a request that arrived with
+    C{incoming}.
+
+    @param host: the C{Host} header to send.
+    """
+    dropped = _HOP_BY_HOP | _REQUEST_OWN | _FORWARDING | _connection_tokens(incoming)
+    outgoing = Headers()
+    for name, values in incoming.getAllRawHeaders():
+        lower = name.lower()
+        if lower not in dropped:
+            outgoing.setRawHeaders(name, values)
+    outgoing.setRawHeaders(b"host", [host])
+
+    def previous(name: bytes) -> list[bytes]:
+        if not forwarding.trusted:
+            return []
+        return list(incoming.getRawHeaders(name, ()))
+
+    if forwarding.client is not None:
+        chain = [*previous(b"x-forwarded-for"), forwarding.client.encode("ascii")]
+        outgoing.setRawHeaders(b"x-forwarded-for", [b", ".join(chain)])
+    proto = previous(b"x-forwarded-proto")
+    outgoing.setRawHeaders(b"x-forwarded-proto", proto[-1:] or [forwarding.scheme])
+    forwarded_host = previous(b"x-forwarded-host")
+    outgoing.setRawHeaders(
+        b"x-forwarded-host", forwarded_host[-1:] or [forwarding.host]
+    )
+    prefixes = previous(b"x-forwarded-prefix")
+    prefix = (prefixes[-1].rstrip(b"/") if prefixes else b"") + forwarding.prefix
+    if prefix:
+        outgoing.setRawHeaders(b"x-forwarded-prefix", [prefix])
+    element = (
+        f"for={_node(forwarding.client)};"
+        f"proto={forwarding.scheme.decode('ascii')};"
+        f'host="{forwarding.host.decode("latin-1")}"'
+    ).encode("latin-1")
+    outgoing.setRawHeaders(b"forwarded", [*previous(b"forwarded"), element])
+    return outgoing
+
+
+def downstream_headers(incoming: Headers, outgoing: Headers) -> None:
+    """
+    Copy an upstream response's headers to C{outgoing}, the client's
+    response headers, leaving out hop-by-hop headers and our own C{Server}
+    and C{Date}. Repeated headers (C{Set-Cookie}) stay repeated.
+    """
+    dropped = _HOP_BY_HOP | _RESPONSE_OWN | _connection_tokens(incoming)
+    for name, values in incoming.getAllRawHeaders():
+        if name.lower() not in dropped:
+            outgoing.setRawHeaders(name, values)
+
+
+def upstream_path(base: bytes, rest: list[bytes], query: bytes) -> bytes:
+    """
+    Join the upstream's base path and the raw (still percent-encoded)
+    segments after the route prefix, resolving dot-segments without ever
+    leaving C{base}.
+
+    @param base: the upstream URL's path, ending with C{/}.
+    @param rest: raw path segments after the prefix.
+    @param query: the raw query string, without C{?} (may be empty).
+    @raise UnsafePath: a segment hides a separator next to a dot-segment
+        (C{..%2f}), which some upstreams would decode and follow.
+    """
+    kept: list[bytes] = []
+    for segment in rest:
+        decoded = unquote_to_bytes(segment)
+        if decoded in (b".", b".."):
+            if decoded == b".." and kept:
+                kept.pop()
+            continue
+        parts = decoded.replace(b"\\", b"/").split(b"/")
+        if len(parts) > 1 and any(p in (b".", b"..") for p in parts):
+            raise UnsafePath(segment)
+        kept.append(segment)
+    if rest and unquote_to_bytes(rest[-1]) in (b".", b".."):
+        kept.append(b"")  # "/a/.." names the folder: keep the slash
+    path = base + b"/".join(kept)
+    return path + b"?" + query if query else path

@@ -1,0 +1,148 @@
+"""
+Upstreams: where a proxy route (or, later, a worker) sends requests.
+
+An L{Upstream} is one origin (C{http://host:port/base/}, C{https://...} or
+C{unix:/path.sock}) with its client endpoint and its count of requests in
+flight. An L{UpstreamGroup} picks one for each request: the least busy of
+those not marked down, round-robin among equals. An upstream that refuses
+connections is marked down for a while (passive health checking).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    UNIXClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+
+__all__ = ["Upstream", "UpstreamGroup", "endpoint_for"]
+
+#: Seconds an upstream that refused a connection is left out.
+DOWN_FOR = 10.0
+
+
+def endpoint_for(
+    reactor: Any, url: str, connect_timeout: float, tls_verify: bool
+) -> tuple[IStreamClientEndpoint, bytes, bytes]:
+    """
+    The client endpoint for an upstream URL.
+
+    @return: the endpoint, the default C{Host} header for it, and its base
+        path (ending with C{/}).
+    """
+    if url.startswith("unix:"):
+        unix = UNIXClientEndpoint(reactor, url[len("unix:") :], connect_timeout)
+        return unix, b"localhost", b"/"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    tcp = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
+    endpoint: IStreamClientEndpoint
+    if secure:
+        from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
+
+        if tls_verify:
+            options: Any = optionsForClientTLS(host)
+        else:
+            options = CertificateOptions(verify=False)
+        endpoint = wrapClientTLS(options, tcp)
+    else:
+        endpoint = tcp
+    default_port = (secure and port == 443) or (not secure and port == 80)
+    netloc = f"[{host}]" if ":" in host else host
+    if not default_port:
+        netloc += f":{port}"
+    base = (parts.path or "/").encode("ascii")
+    if not base.endswith(b"/"):
+        base += b"/"
+    return endpoint, netloc.encode("idna"), base
+
+
+class Upstream:
+    """
+    One origin server.
+
+    @ivar name: the URL as configured, for logs.
+    @ivar key: what connections to it are pooled under.
+    @ivar endpoint: how to connect to it.
+    @ivar host: its own C{Host} header value.
+    @ivar base: its base path, ending with C{/}.
+    @ivar in_flight: requests sent to it and not yet answered.
+    @ivar down_until: reactor time until which it is left out.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        endpoint: IStreamClientEndpoint,
+        host: bytes,
+        base: bytes,
+        key: Any = None,
+    ) -> None:
+        self.name = name
+        self.key = key if key is not None else ("txrouter-upstream", name)
+        self.endpoint = endpoint
+        self.host = host
+        self.base = base
+        self.in_flight = 0
+        self.down_until = 0.0
+
+    @classmethod
+    def from_url(
+        cls, reactor: Any, url: str, connect_timeout: float, tls_verify: bool
+    ) -> Upstream:
+        """
+        An upstream for a configured URL.
+        """
+        endpoint, host, base = endpoint_for(reactor, url, connect_timeout, tls_verify)
+        return cls(url, endpoint, host, base, key=(url, tls_verify))
+
+    def __repr__(self) -> str:
+        return f"<Upstream {self.name}>"
+
+
+class UpstreamGroup:
+    """
+    The upstreams of one route, and the choice between them.
+    """
+
+    def __init__(self, clock: IReactorTime, members: Sequence[Upstream]) -> None:
+        self._clock = clock
+        self.members = list(members)
+        self._turn = itertools.count()
+
+    def choose(self, exclude: Sequence[Upstream] = ()) -> Upstream | None:
+        """
+        The upstream for the next request: the least busy one that is not
+        marked down (round-robin among equals), else the one whose mark
+        expires first.
+
+        @param exclude: upstreams already tried for this request.
+        @return: L{None} when every member is excluded.
+        """
+        candidates = [m for m in self.members if m not in exclude]
+        if not candidates:
+            return None
+        now = self._clock.seconds()
+        up = [m for m in candidates if m.down_until <= now]
+        if not up:
+            return min(candidates, key=lambda m: m.down_until)
+        if len(up) == 1:
+            return up[0]
+        start = next(self._turn) % len(up)
+        rotated = up[start:] + up[:start]
+        return min(rotated, key=lambda m: m.in_flight)
+
+    def mark_down(self, upstream: Upstream) -> None:
+        """
+        Leave C{upstream} out for L{DOWN_FOR} seconds.
+        """
+        upstream.down_until = self._clock.seconds() + DOWN_FOR
