@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from txrouter.config import load_config
-from txrouter.errors import AppLoadError, ConfigError
+from txrouter.errors import ConfigError
 
 __all__ = ["main"]
 
@@ -27,15 +27,22 @@ def _check(path: Path, load_apps: bool) -> int:
     if load_apps:
         from twisted.internet import reactor
 
-        from txrouter.proxyclient import ProxyClient
-        from txrouter.resources import build_router
-        from txrouter.threadpool import make_pool
+        from txrouter.errors import AppLoadError
+        from txrouter.service import build_service
 
         try:
-            pool = make_pool(0, 1, "check")
-            build_router(config, reactor, pool, ProxyClient(reactor))  # type: ignore[arg-type]
+            top = build_service(config, reactor)
         except AppLoadError as e:
             print(e, file=sys.stderr)
+            return 1
+        assert top.engines is not None
+        warnings = top.engines.warnings
+        for warning in warnings:
+            print(warning, file=sys.stderr)
+        runtime = top.namedServices.get("runtime_dir")
+        if runtime is not None:
+            runtime.stopService()
+        if warnings:
             return 1
     routes = config.routes()
     print(

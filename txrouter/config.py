@@ -30,6 +30,7 @@ from txrouter.routespec import (
     RedirectRoute,
     Route,
     StaticRoute,
+    Threads,
     WsgiRoute,
 )
 from txrouter.yamlsource import LocatedDict, LocatedList, load_yaml
@@ -53,19 +54,10 @@ _TOP_KEYS = (
     "drain_timeout",
     "access_log",
     "trusted_proxies",
+    "runtime_dir",
     "routes",
     "hosts",
 )
-
-
-@dataclass(frozen=True)
-class Threads:
-    """
-    Size of the one shared thread pool.
-    """
-
-    min: int = 2
-    max: int = 20
 
 
 @dataclass(frozen=True)
@@ -78,6 +70,8 @@ class Config:
     @ivar threads: size of the shared pool.
     @ivar drain_timeout: seconds SIGTERM waits for in-flight requests.
     @ivar access_log: an absolute path, C{"-"} for twistd's log, or L{None}.
+    @ivar runtime_dir: the private folder for worker sockets, or L{None}
+        for a new temporary one.
     @ivar trusted_proxies: networks (CIDR) whose C{X-Forwarded-For} and
         C{Forwarded} headers are extended rather than replaced.
     @ivar tables: route tables by host: C{""} is the default host, other keys
@@ -91,6 +85,7 @@ class Config:
     drain_timeout: float
     access_log: str | None
     trusted_proxies: tuple[str, ...]
+    runtime_dir: Path | None
     tables: Mapping[str, Mapping[str, Route]]
 
     def routes(self) -> list[Route]:
@@ -151,7 +146,8 @@ def load_config(path: Path) -> Config:
             )
 
     listen = _read_listen(reader, data)
-    threads = _read_threads(reader, data)
+    threads = reader.threads(data, "threads", "threads")
+    runtime_dir = _read_runtime_dir(reader, data)
     drain_timeout = reader.number(data, "drain_timeout", "drain_timeout", 30.0, 0)
     access_log = _read_access_log(reader, data)
     trusted_proxies = _read_trusted_proxies(reader, data)
@@ -167,6 +163,7 @@ def load_config(path: Path) -> Config:
         drain_timeout=drain_timeout,
         access_log=access_log,
         trusted_proxies=trusted_proxies,
+        runtime_dir=runtime_dir,
         tables=tables,
     )
 
@@ -241,29 +238,25 @@ def _read_listen(reader: ConfigReader, data: LocatedDict) -> tuple[str, ...]:
     return tuple(result)
 
 
-def _read_threads(reader: ConfigReader, data: LocatedDict) -> Threads:
-    value = data.get("threads")
+def _read_runtime_dir(reader: ConfigReader, data: LocatedDict) -> Path | None:
+    value = data.get("runtime_dir")
     if value is None:
-        return Threads()
-    if not isinstance(value, LocatedDict):
+        return None
+    if not isinstance(value, str) or not value:
         reader.problem(
-            data.line_of("threads"),
-            "threads",
-            f"expected a mapping like {{min: 2, max: 20}}, got {_describe(value)}",
+            data.line_of("runtime_dir"),
+            "runtime_dir",
+            f"expected a folder path, got {_describe(value)}",
         )
-        return Threads()
-    reader.unknown_keys(value, "threads", ("min", "max"))
-    default = Threads()
-    low = int(reader.number(value, "min", "threads.min", default.min, 0, True))
-    high = int(reader.number(value, "max", "threads.max", default.max, 1, True))
-    if low > high:
+        return None
+    folder = reader.resolve(value)
+    if not folder.parent.is_dir():
         reader.problem(
-            value.line,
-            "threads",
-            f"min ({low}) is greater than max ({high}); "
-            "min threads are kept even when idle, max is the ceiling",
+            data.line_of("runtime_dir"),
+            "runtime_dir",
+            f"the folder {str(folder.parent)!r} does not exist",
         )
-    return Threads(min=low, max=high)
+    return folder
 
 
 def _read_access_log(reader: ConfigReader, data: LocatedDict) -> str | None:

@@ -28,6 +28,7 @@ from txrouter.routespec import (
     RedirectRoute,
     Route,
     StaticRoute,
+    Threads,
     WsgiRoute,
 )
 from txrouter.yamlsource import LocatedDict, LocatedList
@@ -42,6 +43,7 @@ _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 _MODULE = re.compile(rf"^{_DOTTED}$")
 _APP = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _kind_of(value: Any) -> str:
@@ -252,19 +254,6 @@ class ConfigReader:
                 table[prefix] = route
             if route.workers == 0:
                 in_process.setdefault((route.project, route.settings), route)
-            else:
-                self.problem(
-                    route.origin.line,
-                    route.origin.where,
-                    f"would run in {route.workers} worker process(es) "
-                    + (
-                        ""
-                        if explicit
-                        else "(the default when a file has several Django projects) "
-                    )
-                    + "but this version of txrouter runs Django only in the "
-                    "router process (workers: 0), one project per file",
-                )
         if len(in_process) > 1:
             first, *others = in_process.values()
             for route in others:
@@ -371,6 +360,8 @@ class ConfigReader:
         workers = int(
             self.number(spec, "workers", f"{origin.where}.workers", 0, 0, True)
         )
+        threads = self.threads(spec, "threads", f"{origin.where}.threads")
+        env = self._env(spec, origin)
         if settings is not None:
             if not isinstance(settings, str) or not _MODULE.match(settings):
                 self.problem(
@@ -392,20 +383,71 @@ class ConfigReader:
                 )
         if project is None or settings is None:
             return None
-        return DjangoRoute(prefix, origin, project, settings, workers)
+        return DjangoRoute(prefix, origin, project, settings, workers, threads, env)
+
+    def _env(self, spec: LocatedDict, origin: Origin) -> tuple[tuple[str, str], ...]:
+        value = spec.get("env")
+        if value is None:
+            return ()
+        where = f"{origin.where}.env"
+        if not isinstance(value, LocatedDict):
+            self.problem(
+                spec.line_of("env"),
+                where,
+                f"expected a mapping of variable name to value, got {_kind_of(value)}",
+            )
+            return ()
+        pairs = []
+        for name, item in value.items():
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                self.problem(
+                    value.line_of(name), where, f"not a variable name: {name!r}"
+                )
+            elif isinstance(item, (dict, list)) or item is None:
+                self.problem(
+                    value.line_of(name),
+                    f"{where}.{name}",
+                    f"expected a string, number or boolean, got {_kind_of(item)}",
+                )
+            else:
+                text = str(item).lower() if isinstance(item, bool) else str(item)
+                pairs.append((name, text))
+        return tuple(pairs)
+
+    def threads(self, parent: LocatedDict, key: str, where: str) -> Threads:
+        """
+        Read an optional C{{min, max}} thread pool size.
+        """
+        value = parent.get(key)
+        if value is None:
+            return Threads()
+        if not isinstance(value, LocatedDict):
+            self.problem(
+                parent.line_of(key),
+                where,
+                f"expected a mapping like {{min: 2, max: 20}}, got {_kind_of(value)}",
+            )
+            return Threads()
+        self.unknown_keys(value, where, ("min", "max"))
+        default = Threads()
+        low = int(self.number(value, "min", f"{where}.min", default.min, 0, True))
+        high = int(self.number(value, "max", f"{where}.max", default.max, 1, True))
+        if low > high:
+            self.problem(
+                value.line,
+                where,
+                f"min ({low}) is greater than max ({high}); "
+                "min threads are kept even when idle, max is the ceiling",
+            )
+        return Threads(min=low, max=high)
 
     def _wsgi(self, prefix: str, spec: LocatedDict, origin: Origin) -> Route | None:
         app = spec.get("wsgi")
         workers = int(
             self.number(spec, "workers", f"{origin.where}.workers", 0, 0, True)
         )
-        if workers:
-            self.problem(
-                spec.line_of("workers"),
-                f"{origin.where}.workers",
-                "this version of txrouter runs WSGI apps only in the router "
-                "process (workers: 0)",
-            )
+        threads = self.threads(spec, "threads", f"{origin.where}.threads")
+        env = self._env(spec, origin)
         path = None
         if "path" in spec:
             path = self._directory(spec, "path", f"{origin.where}.path")
@@ -417,7 +459,7 @@ class ConfigReader:
                 f"got {_kind_of(app)}",
             )
             return None
-        return WsgiRoute(prefix, origin, app, path, workers)
+        return WsgiRoute(prefix, origin, app, path, workers, threads, env)
 
     def _static(self, prefix: str, spec: LocatedDict, origin: Origin) -> Route | None:
         root = self._directory(spec, "static", f"{origin.where}.static")

@@ -19,7 +19,13 @@ from typing import Any
 from txrouter.errors import AppLoadError
 from txrouter.importer import add_to_sys_path, own_traceback
 
-__all__ = ["DjangoApp", "FileMount", "default_settings_module", "load_django"]
+__all__ = [
+    "DjangoApp",
+    "FileMount",
+    "default_settings_module",
+    "file_mounts",
+    "load_django",
+]
 
 
 def default_settings_module(project: Path) -> str | None:
@@ -98,10 +104,10 @@ def load_django(project: Path, settings_module: str, route_prefix: str) -> Djang
         raise AppLoadError(
             f"loading Django settings {settings_module!r} failed:\n{own_traceback(e)}"
         ) from None
-    return DjangoApp(application, tuple(_file_mounts(settings_module, route_prefix)))
+    return DjangoApp(application, tuple(file_mounts(settings_module, route_prefix)))
 
 
-def _file_mounts(settings_module: str, route_prefix: str) -> list[FileMount]:
+def file_mounts(settings_module: str, route_prefix: str) -> list[FileMount]:
     """
     Where the loaded project's C{STATIC_URL} and C{MEDIA_URL} point, for a
     project mounted at C{route_prefix}.

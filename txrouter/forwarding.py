@@ -23,6 +23,7 @@ __all__ = [
     "downstream_headers",
     "upstream_headers",
     "upstream_path",
+    "worker_headers",
 ]
 
 # RFC 9110 section 7.6.1, plus the non-standard ones still seen in the wild.
@@ -51,6 +52,8 @@ _FORWARDING = frozenset(
 # (The router answered any "Expect: 100-continue" and holds the whole body.)
 _REQUEST_OWN = frozenset({b"content-length", b"host", b"expect"})
 _RESPONSE_OWN = frozenset({b"server", b"date"})
+# To a worker the client's Host goes unchanged, so only framing is ours.
+_WORKER_OWN = frozenset({b"content-length", b"expect"})
 
 
 class UnsafePath(ValueError):
@@ -150,6 +153,31 @@ def upstream_headers(incoming: Headers, forwarding: Forwarding, host: bytes) -> 
         f'host="{forwarding.host.decode("latin-1")}"'
     ).encode("latin-1")
     outgoing.setRawHeaders(b"forwarded", [*previous(b"forwarded"), element])
+    return outgoing
+
+
+def worker_headers(
+    incoming: Headers, token: bytes, request_facts: dict[bytes, bytes]
+) -> Headers:
+    """
+    The headers to send to one of our own worker processes: the client's
+    headers as they came (less hop-by-hop ones), so the application sees
+    what it would see in the router process, plus the connection's facts as
+    C{X-Txrouter-*} headers with the worker's C{token}
+    (see L{txrouter.workerrequest}).
+
+    @param request_facts: C{client}, C{client-port}, C{scheme} and
+        C{server-port}.
+    """
+    dropped = _HOP_BY_HOP | _WORKER_OWN | _connection_tokens(incoming)
+    outgoing = Headers()
+    for name, values in incoming.getAllRawHeaders():
+        lower = name.lower()
+        if lower not in dropped and not lower.startswith(b"x-txrouter-"):
+            outgoing.setRawHeaders(name, values)
+    outgoing.setRawHeaders(b"x-txrouter-token", [token])
+    for name, value in request_facts.items():
+        outgoing.setRawHeaders(b"x-txrouter-" + name, [value])
     return outgoing
 
 

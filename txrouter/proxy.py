@@ -34,6 +34,7 @@ from txrouter.forwarding import (
     downstream_headers,
     upstream_headers,
     upstream_path,
+    worker_headers,
 )
 from txrouter.proxyclient import ProxyClient
 from txrouter.upstream import Upstream, UpstreamGroup
@@ -81,12 +82,17 @@ class ProxySettings:
     @ivar timeout: seconds to wait for the response headers once sent.
     @ivar preserve_host: pass the client's C{Host} on, rather than the
         upstream's own.
+    @ivar trusted: peers whose forwarding headers are extended.
+    @ivar worker_token: set when the upstreams are our own worker processes:
+        they get the client's headers untouched plus the connection's facts
+        (L{txrouter.forwarding.worker_headers}).
     """
 
     name: str
     timeout: float
     preserve_host: bool
     trusted: TrustedProxies
+    worker_token: bytes | None = None
 
 
 class ProxyResource(Resource):
@@ -127,6 +133,19 @@ def _forwarding(request: Any, trusted: TrustedProxies) -> Forwarding:
     )
 
 
+def _facts(request: Any) -> dict[bytes, bytes]:
+    """
+    The connection facts a worker needs to build the WSGI environ.
+    """
+    client = request.getClientAddress()
+    return {
+        b"client": str(getattr(client, "host", "127.0.0.1")).encode("ascii"),
+        b"client-port": b"%d" % (getattr(client, "port", 0) or 0,),
+        b"scheme": b"https" if request.isSecure() else b"http",
+        b"server-port": b"%d" % (getattr(request.getHost(), "port", 0) or 0,),
+    }
+
+
 class _Exchange:
     """
     One client request and its trip upstream.
@@ -158,9 +177,14 @@ class _Exchange:
         self._attempt()
 
     def _attempt(self) -> None:
-        upstream = self.resource.group.choose(exclude=self.tried)
+        group = self.resource.group
+        upstream = group.choose(exclude=self.tried)
         if upstream is None:
-            error_page(self.request, 502)
+            if not group.any_ready():
+                # Workers starting or restarting: come back in a moment.
+                error_page(self.request, 503, retry_after=1)
+            else:
+                error_page(self.request, 502)
             return
         self.tried.append(upstream)
         upstream.in_flight += 1
@@ -178,10 +202,15 @@ class _Exchange:
     def _connected(self, connection: Any, upstream: Upstream) -> Deferred[IResponse]:
         request = self.request
         settings = self.resource.settings
-        host = request.getHeader(b"host") if settings.preserve_host else None
-        headers = upstream_headers(
-            request.requestHeaders, self.forwarding, host or upstream.host
-        )
+        if settings.worker_token is not None:
+            headers = worker_headers(
+                request.requestHeaders, settings.worker_token, _facts(request)
+            )
+        else:
+            host = request.getHeader(b"host") if settings.preserve_host else None
+            headers = upstream_headers(
+                request.requestHeaders, self.forwarding, host or upstream.host
+            )
         body = None
         content = request.content
         content.seek(0, 2)

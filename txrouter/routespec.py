@@ -18,17 +18,28 @@ __all__ = [
     "RedirectRoute",
     "Route",
     "StaticRoute",
+    "Threads",
     "WsgiRoute",
 ]
 
 #: Each kind key with the option keys it accepts.
 KIND_OPTIONS: dict[str, tuple[str, ...]] = {
-    "django": ("settings", "workers"),
-    "wsgi": ("path", "workers"),
+    "django": ("settings", "workers", "threads", "env"),
+    "wsgi": ("path", "workers", "threads", "env"),
     "static": ("cache",),
     "proxy": ("timeout", "connect_timeout", "preserve_host", "tls_verify"),
     "redirect": ("status",),
 }
+
+
+@dataclass(frozen=True)
+class Threads:
+    """
+    Size of a thread pool: the router's shared one, or a worker's.
+    """
+
+    min: int = 2
+    max: int = 20
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,9 @@ class Origin:
 class DjangoRoute:
     """
     A Django project: C{project} holds C{manage.py}; C{settings} is the
-    settings module; C{workers} is 0 for in-process.
+    settings module; C{workers} is 0 for in-process, else the number of
+    worker processes, each with a pool of C{threads} and C{env} added to its
+    environment.
     """
 
     prefix: str
@@ -57,6 +70,8 @@ class DjangoRoute:
     project: Path
     settings: str
     workers: int
+    threads: Threads = Threads()
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,8 @@ class WsgiRoute:
     app: str
     path: Path | None
     workers: int
+    threads: Threads = Threads()
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ reverse order: the ports stop listening, then the requests in flight drain
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -17,13 +19,18 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
 
 from txrouter.config import Config
 from txrouter.errors import ListenError
+from txrouter.forwarding import TrustedProxies
 from txrouter.proxyclient import ProxyClient, ProxyClientService
-from txrouter.resources import build_router
+from txrouter.resources import Engines, build_router
 from txrouter.site import RouterSite
 from txrouter.threadpool import ThreadPoolService, make_pool
+from txrouter.workers import WorkerMonitor
+
+_log = Logger()
 
 __all__ = ["DrainService", "ListenerService", "RouterService", "build_service"]
 
@@ -33,6 +40,10 @@ class RouterService(MultiService):
     A C{MultiService} whose children stop one after the other, last added
     first.
     """
+
+    #: The site and shared engines, once built (see L{build_service}).
+    site: RouterSite | None = None
+    engines: Engines | None = None
 
     @inlineCallbacks
     def stopService(self) -> Any:
@@ -75,31 +86,78 @@ class DrainService(Service):
         return self._site.drain(self._timeout)
 
 
+class RuntimeDirService(Service):
+    """
+    The private folder of worker sockets: created (mode 0700) with the
+    tree, emptied when the workers have stopped, and removed if it was a
+    temporary one.
+    """
+
+    def __init__(self, path: str, temporary: bool) -> None:
+        self.path = path
+        self._temporary = temporary
+
+    def stopService(self) -> None:
+        super().stopService()
+        for name in os.listdir(self.path):
+            if name.endswith(".sock"):
+                os.unlink(os.path.join(self.path, name))
+        if self._temporary:
+            os.rmdir(self.path)
+
+
+def _runtime_dir(config: Config) -> tuple[str, bool]:
+    if config.runtime_dir is None:
+        return tempfile.mkdtemp(prefix="txrouter-"), True
+    path = str(config.runtime_dir)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path, False
+
+
 def build_service(config: Config, reactor: Any) -> RouterService:
     """
-    Build the whole service tree for C{config}, loading every application.
+    Build the whole service tree for C{config}, loading every in-process
+    application.
 
-    Nothing runs yet: the pool starts and the ports listen when the service
-    starts.
+    Nothing runs yet: the pool starts, the workers start and the ports
+    listen when the service starts (after twistd has daemonized).
     """
     pool = make_pool(config.threads.min, config.threads.max, "txrouter")
     client = ProxyClient(reactor)
-    router = build_router(config, reactor, pool, client)
+    monitor = WorkerMonitor(reactor, kill_time=config.drain_timeout)
+    has_workers = any(getattr(route, "workers", 0) for route in config.routes())
+    runtime_dir, temporary = _runtime_dir(config) if has_workers else ("", False)
+    engines = Engines(
+        reactor=reactor,
+        pool=pool,
+        client=client,
+        trusted=TrustedProxies(config.trusted_proxies),
+        monitor=monitor,
+        runtime_dir=runtime_dir,
+        drain_timeout=config.drain_timeout,
+    )
+    router = build_router(config, engines)
+    for warning in engines.warnings:
+        _log.warn("{warning}", warning=warning)
     site = RouterSite(router, reactor, config.access_log)
 
     top = RouterService()
     top.setName("txrouter")
-    pool_service = ThreadPoolService(pool, reactor)
-    pool_service.setName("threadpool")
-    pool_service.setServiceParent(top)
-    proxy_client = ProxyClientService(client)
-    proxy_client.setName("proxyclient")
-    proxy_client.setServiceParent(top)
-    drain = DrainService(site, config.drain_timeout)
-    drain.setName("drain")
-    drain.setServiceParent(top)
+    _child(top, "threadpool", ThreadPoolService(pool, reactor))
+    _child(top, "proxyclient", ProxyClientService(client))
+    if has_workers:
+        _child(top, "runtime_dir", RuntimeDirService(runtime_dir, temporary))
+        _child(top, "workers", monitor)
+    _child(top, "drain", DrainService(site, config.drain_timeout))
     for description in config.listen:
         endpoint = serverFromString(reactor, description)
         ListenerService(description, endpoint, site).setServiceParent(top)
-    top.site = site  # type: ignore[attr-defined]
+    top.site = site
+    top.engines = engines
     return top
+
+
+def _child(parent: MultiService, name: str, child: Service) -> None:
+    child.setName(name)
+    child.setServiceParent(parent)

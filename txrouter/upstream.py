@@ -77,6 +77,8 @@ class Upstream:
     @ivar base: its base path, ending with C{/}.
     @ivar in_flight: requests sent to it and not yet answered.
     @ivar down_until: reactor time until which it is left out.
+    @ivar ready: whether it may be used at all (a worker process that is
+        starting, or has died, is not).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class Upstream:
         self.base = base
         self.in_flight = 0
         self.down_until = 0.0
+        self.ready = True
 
     @classmethod
     def from_url(
@@ -128,7 +131,7 @@ class UpstreamGroup:
         @param exclude: upstreams already tried for this request.
         @return: L{None} when every member is excluded.
         """
-        candidates = [m for m in self.members if m not in exclude]
+        candidates = [m for m in self.members if m.ready and m not in exclude]
         if not candidates:
             return None
         now = self._clock.seconds()
@@ -140,6 +143,12 @@ class UpstreamGroup:
         start = next(self._turn) % len(up)
         rotated = up[start:] + up[:start]
         return min(rotated, key=lambda m: m.in_flight)
+
+    def any_ready(self) -> bool:
+        """
+        Whether any member may be used at all.
+        """
+        return any(m.ready for m in self.members)
 
     def mark_down(self, upstream: Upstream) -> None:
         """

@@ -1,0 +1,68 @@
+"""
+The request class of a worker process: it serves its router over a UNIX
+socket, so the facts an application reads from the connection (client
+address, scheme, server port) come from headers its router sets instead.
+
+The router sends them, with a secret token the worker was started with, as
+C{X-Txrouter-*} headers (see L{txrouter.forwarding.worker_headers}); the
+worker removes them before the application sees the request, which then
+looks exactly as it would in the router process. A request without the
+token is refused: only the worker's own router may speak for a client.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.web.server import Request
+
+__all__ = ["WorkerRequest", "worker_request_factory"]
+
+_PREFIX = b"x-txrouter-"
+
+
+class WorkerRequest(Request):
+    """
+    A request received from the router, speaking for its client.
+    """
+
+    token: bytes = b""
+
+    def process(self) -> None:
+        own = {}
+        for name, values in list(self.requestHeaders.getAllRawHeaders()):
+            if name.lower().startswith(_PREFIX):
+                own[name.lower()[len(_PREFIX) :]] = values[-1]
+                self.requestHeaders.removeHeader(name)
+        if not self.token or not hmac.compare_digest(
+            own.get(b"token", b""), self.token
+        ):
+            self.setResponseCode(403)
+            self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            self.write(b"403 Forbidden: not from this worker's router.\n")
+            self.finish()
+            return
+        host = own.get(b"client", b"0.0.0.0").decode("ascii", "replace")
+        port = int(own.get(b"client-port", b"0") or 0)
+        self._client = (IPv6Address if ":" in host else IPv4Address)("TCP", host, port)
+        self._secure = own.get(b"scheme") == b"https"
+        self._server_port = int(own.get(b"server-port", b"0") or 0)
+        super().process()
+
+    def getClientAddress(self) -> Any:
+        return self._client
+
+    def isSecure(self) -> bool:
+        return self._secure
+
+    def getHost(self) -> Any:
+        return IPv4Address("TCP", "0.0.0.0", self._server_port)
+
+
+def worker_request_factory(token: bytes) -> type[WorkerRequest]:
+    """
+    A L{WorkerRequest} class that accepts requests carrying C{token}.
+    """
+    return type("WorkerRequest", (WorkerRequest,), {"token": token})
