@@ -7,17 +7,23 @@ Usage (from the repository root)::
     .venv/bin/python bench/run.py --duration 3 --runs 1          # quick check
     .venv/bin/python bench/run.py --only static-1k --servers txrouter,nginx
     .venv/bin/python bench/run.py --threads 2:20 --json results.json
+    .venv/bin/python bench/run.py --only proxy-100b,worker-hop,workers-2cores
 
 Method: each server runs alone on 127.0.0.1 on a free port, pinned to CPU 0
-(``taskset -c 0``; its worker processes inherit the pinning). Once it answers
-with the expected body, ``wrk`` pinned to CPU 1 warms it up for 2 s, then
+(``taskset -c 0``; its worker processes, even those started later, inherit
+the pinning, and run.py checks that they did). Once it answers with the
+expected body, ``wrk`` pinned to CPU 1 warms it up for 2 s, then
 ``taskset -c 1 wrk -t1 -c32 -d<duration>s --latency URL`` runs ``--runs``
 times. The table shows the median req/s and the median p99 latency of those
 runs, and txrouter's req/s divided by each peer's (above 1: txrouter is
 faster). The server's whole process group is stopped afterwards, always.
 
-To add a scenario (reverse proxy, worker processes...), write a function per
-server that returns a L{Launch} and list them in L{SCENARIOS}.
+Proxy scenarios first start an upstream (nginx) pinned to CPU 1, next to
+wrk, for each server. Unpinned scenarios (``workers-2cores``) run server
+and ``wrk -t2`` on every CPU.
+
+To add a scenario, write a function per server that returns a L{Launch} and
+list them in a L{Scenario} of L{SCENARIOS}.
 
 Only the standard library is used; the servers under test come from the
 venv running this script (gunicorn, waitress, Twisted) and from the system
@@ -41,8 +47,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,6 +64,8 @@ WRK_CONNECTIONS = 32
 WARMUP_SECONDS = 2
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+# The server whose req/s each scenario divides by its peers' (by default).
+TXROUTER = "txrouter"
 
 # Where each external tool comes from, and how to get it when it is missing.
 INSTALL_HINTS = {
@@ -82,16 +90,24 @@ class Settings:
 
     threads_min: int = 2
     threads_max: int = 20
+    # The port of the scenario's upstream server, set for each server of a
+    # scenario that has one (0: none).
+    upstream: int = 0
 
 
 @dataclass(frozen=True)
 class Launch:
-    """How to start one server: command, folder, environment, URL path."""
+    """How to start one server: command, folder, environment, URL path.
+
+    An empty C{argv} starts nothing and wrk hits C{port} instead of the
+    server's own port (the upstream itself, for the C{direct} row).
+    """
 
     argv: list[str]
     cwd: Path
     env: dict[str, str]
     path: str
+    port: int = 0
 
 
 # A launcher gets the port, a private temporary folder, the tool paths and
@@ -110,13 +126,36 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Target:
+    """A goal from an issue: C{ours} req/s / C{theirs} req/s >= C{minimum}."""
+
+    issue: int
+    ours: str
+    theirs: str
+    minimum: float
+    # Also: ours' median p99 below theirs'.
+    p99_below: bool = False
+
+
+@dataclass(frozen=True)
 class Scenario:
-    """One thing to measure, with the body length every server must return."""
+    """One thing to measure, with the body length every server must return.
+
+    C{baseline} names the server whose req/s the ratio column divides by each
+    row's. C{upstream}, if set, is started on the client CPU before each
+    server (which finds its port in L{Settings.upstream}). An unpinned
+    scenario runs its servers and wrk (C{wrk_threads} threads) on every CPU.
+    """
 
     name: str
     description: str
     body_length: int
     servers: tuple[Server, ...]
+    baseline: str = TXROUTER
+    upstream: Launcher | None = None
+    pinned: bool = True
+    wrk_threads: int = WRK_THREADS
+    targets: tuple[Target, ...] = ()
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -151,10 +190,25 @@ def txrouter_launch(
     return Launch(argv, tmp, base_env(PYTHONPATH=str(REPO)), path)
 
 
-def txrouter_django(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
-    """txrouter serving sites/blog in-process at /."""
-    config = txrouter_config(tmp, port, f"/: {{django: {BLOG}}}", s)
-    return txrouter_launch(tools, config, tmp, "/hello/")
+def txrouter_django_workers(workers: int) -> Launcher:
+    """Return a launcher of txrouter serving sites/blog at / with C{workers}.
+
+    C{workers: 0} is in-process, on the router's pool; else each worker
+    process gets a pool of the same size.
+    """
+
+    def launch(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+        # Explicit even for 0: the default depends on the number of projects.
+        route = f"django: {BLOG}, workers: {workers}"
+        if workers:
+            route += f", threads: {{min: {s.threads_min}, max: {s.threads_max}}}"
+        config = txrouter_config(tmp, port, f"/: {{{route}}}", s)
+        return txrouter_launch(tools, config, tmp, "/hello/")
+
+    return launch
+
+
+txrouter_django = txrouter_django_workers(0)
 
 
 def txrouter_static(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
@@ -190,21 +244,29 @@ def twistd_path(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Lau
     return Launch(twistd_web(tools, port, "--path", str(FILES)), tmp, base_env(), "/")
 
 
-def gunicorn_sync(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
-    """gunicorn, one sync worker, no access log (its default)."""
-    argv = [
-        tools["gunicorn"],
-        "-w",
-        "1",
-        "-k",
-        "sync",
-        "-b",
-        f"127.0.0.1:{port}",
-        "--chdir",
-        str(BLOG),
-        "blog.wsgi:application",
-    ]
-    return Launch(argv, BLOG, base_env(), "/hello/")
+def gunicorn_sync_workers(workers: int) -> Launcher:
+    """Return a launcher of gunicorn with C{workers} sync workers, no access
+    log (its default)."""
+
+    def launch(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+        argv = [
+            tools["gunicorn"],
+            "-w",
+            str(workers),
+            "-k",
+            "sync",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(BLOG),
+            "blog.wsgi:application",
+        ]
+        return Launch(argv, BLOG, base_env(), "/hello/")
+
+    return launch
+
+
+gunicorn_sync = gunicorn_sync_workers(1)
 
 
 def waitress_4t(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
@@ -233,21 +295,41 @@ http {{
     fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
+{server}
+}}
+"""
+NGINX_STATIC = """\
     server {{
         listen 127.0.0.1:{port};
         location /files/ {{ alias {files}/; }}
-    }}
-}}
-"""
+    }}"""
+# The upstream of the proxy scenario: 100 bytes, no quote, backslash or $.
+UPSTREAM_BODY = "upstream says hello " * 5
+NGINX_UPSTREAM = """\
+    server {{
+        listen 127.0.0.1:{port};
+        keepalive_requests 100000;
+        location / {{ default_type text/plain; return 200 "{body}"; }}
+    }}"""
+NGINX_PROXY = """\
+    upstream up {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}"""
 
 
-def nginx_static(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
-    """nginx, one worker, sendfile on, access log off."""
+def nginx_launch(tools: dict[str, str], tmp: Path, server: str, path: str) -> Launch:
+    """Start nginx (one worker, access log off) with C{server} in C{http}."""
     # As root, workers would switch to "nobody"; stay root so they can read
     # the files wherever the repository lives.
     user = "user root;\n" if os.geteuid() == 0 else ""
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(user=user, tmp=tmp, port=port, files=FILES))
+    conf.write_text(NGINX_CONF.format(user=user, tmp=tmp, server=server))
     argv = [
         tools["nginx"],
         "-c",
@@ -259,10 +341,62 @@ def nginx_static(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> La
         "-g",
         "daemon off;",
     ]
-    return Launch(argv, tmp, base_env(), "/files/")
+    return Launch(argv, tmp, base_env(), path)
 
 
-TXROUTER = "txrouter"
+def nginx_static(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+    """nginx, one worker, sendfile on, access log off."""
+    server = NGINX_STATIC.format(port=port, files=FILES)
+    return nginx_launch(tools, tmp, server, "/files/")
+
+
+def nginx_upstream(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+    """The proxy scenario's upstream: nginx answering 100 bytes of text."""
+    server = NGINX_UPSTREAM.format(port=port, body=UPSTREAM_BODY)
+    return nginx_launch(tools, tmp, server, "/")
+
+
+def nginx_proxy(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+    """nginx C{proxy_pass}, keeping up to 32 upstream connections alive."""
+    server = NGINX_PROXY.format(port=port, upstream=s.upstream)
+    return nginx_launch(tools, tmp, server, "/")
+
+
+def txrouter_proxy(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+    """txrouter proxying / to the upstream."""
+    routes = f'/: {{proxy: "http://127.0.0.1:{s.upstream}/"}}'
+    return txrouter_launch(tools, txrouter_config(tmp, port, routes, s), tmp, "/")
+
+
+# Twisted's own reverse proxy in a Site that logs every request to a file,
+# as `twistd web` would; argv: port, upstream port, access log.
+RPR_SCRIPT = """\
+import sys
+
+from twisted.internet import reactor
+from twisted.web.proxy import ReverseProxyResource
+from twisted.web.server import Site
+
+port, upstream, access_log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+site = Site(ReverseProxyResource("127.0.0.1", upstream, b""), logPath=access_log)
+reactor.listenTCP(port, site, interface="127.0.0.1")
+reactor.run()
+"""
+
+
+def twisted_rpr(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+    """Twisted's C{ReverseProxyResource} (a connection per request, logged)."""
+    script = tmp / "rpr.py"
+    script.write_text(RPR_SCRIPT)
+    argv = [sys.executable, str(script), str(port), str(s.upstream)]
+    return Launch([*argv, str(tmp / "access.log")], tmp, base_env(), "/")
+
+
+def direct(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
+    """No server: wrk hits the upstream itself."""
+    return Launch([], tmp, base_env(), "/", port=s.upstream)
+
+
 STATIC_SERVERS = (
     Server(TXROUTER, "txrouter", txrouter_static, ("twistd",)),
     Server("twistd-web", "twistd web --path", twistd_path, ("twistd",)),
@@ -291,6 +425,72 @@ SCENARIOS: dict[str, Scenario] = {
         "static file, 100 KiB (sites/files/100k.bin)",
         102400,
         STATIC_SERVERS,
+    ),
+    "proxy-100b": Scenario(
+        "proxy-100b",
+        "reverse proxy of a 100-byte upstream response "
+        "(upstream: nginx 1 worker on CPU 1, with wrk)",
+        len(UPSTREAM_BODY),
+        (
+            Server(TXROUTER, "txrouter proxy:", txrouter_proxy, ("twistd", "nginx")),
+            Server(
+                "twisted-rpr",
+                "Twisted ReverseProxyResource",
+                twisted_rpr,
+                ("nginx",),
+            ),
+            Server(
+                "nginx-proxy",
+                "nginx proxy_pass, keepalive 32",
+                nginx_proxy,
+                ("nginx",),
+            ),
+            Server("direct", "direct to the upstream", direct, ("nginx",)),
+        ),
+        upstream=nginx_upstream,
+        targets=(Target(3, TXROUTER, "twisted-rpr", 2.5, p99_below=True),),
+    ),
+    "worker-hop": Scenario(
+        "worker-hop",
+        "Django view returning 100 bytes (sites/blog /hello/), "
+        "in-process vs one worker process (router and worker on CPU 0)",
+        100,
+        (
+            Server(
+                TXROUTER,
+                "txrouter workers: 0 (in-process)",
+                txrouter_django,
+                ("twistd",),
+            ),
+            Server(
+                "txrouter-worker",
+                "txrouter workers: 1",
+                txrouter_django_workers(1),
+                ("twistd",),
+            ),
+        ),
+        baseline="txrouter-worker",
+        targets=(Target(4, "txrouter-worker", TXROUTER, 0.6),),
+    ),
+    "workers-2cores": Scenario(
+        "workers-2cores",
+        "Django view returning 100 bytes (sites/blog /hello/), "
+        "two worker processes, unpinned on both cores",
+        100,
+        (
+            Server(
+                TXROUTER, "txrouter workers: 2", txrouter_django_workers(2), ("twistd",)
+            ),
+            Server(
+                "gunicorn",
+                "gunicorn sync 2 workers",
+                gunicorn_sync_workers(2),
+                ("gunicorn",),
+            ),
+        ),
+        pinned=False,
+        wrk_threads=2,
+        targets=(Target(4, TXROUTER, "gunicorn", 0.8),),
     ),
 }
 # The file each static scenario appends to its servers' Launch.path.
@@ -353,11 +553,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(launch: Launch, log: Path, tools: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start the server pinned to the server CPU, in a process group of its own."""
+def start(
+    launch: Launch, log: Path, tools: dict[str, str], cpu: str | None
+) -> subprocess.Popen[bytes]:
+    """Start the server pinned to C{cpu} (None: unpinned), in a process group
+    of its own; the processes it starts later inherit the pinning."""
+    pin = [tools["taskset"], "-c", cpu] if cpu is not None else []
     with log.open("wb") as out:
         return subprocess.Popen(
-            [tools["taskset"], "-c", SERVER_CPU, *launch.argv],
+            [*pin, *launch.argv],
             cwd=launch.cwd,
             env=launch.env,
             stdin=subprocess.DEVNULL,
@@ -427,12 +631,18 @@ def fetch(url: str) -> tuple[int, int]:
         return e.code, len(e.read())
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, length: int) -> None:
-    """Wait until C{url} answers 200 with C{length} bytes, or raise ServerFailed."""
+def wait_ready(
+    url: str, proc: subprocess.Popen[bytes] | None, log: Path, length: int
+) -> None:
+    """Wait until C{url} answers 200 with C{length} bytes, or raise ServerFailed.
+
+    This also waits for worker processes: until one is ready, txrouter
+    answers 503.
+    """
     deadline = time.monotonic() + READY_TIMEOUT
     last = "no answer"
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise ServerFailed(f"exited with status {proc.returncode}:\n{tail(log)}")
         try:
             status, got = fetch(url)
@@ -446,12 +656,42 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, length: int) 
     raise ServerFailed(f"not ready after {READY_TIMEOUT:.0f} s: {last}\n{tail(log)}")
 
 
+def group_pids(pgid: int) -> list[int]:
+    """Return the processes of group C{pgid} (from /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        # The fields after the command name: state, ppid, pgrp, ...
+        with suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rpartition(")")[2].split()[2]) == pgid:
+                pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
+def check_pinning(proc: subprocess.Popen[bytes], cpu: str | None) -> str:
+    """Describe the server's processes; raise ServerFailed if one escaped C{cpu}."""
+    pids = group_pids(proc.pid)
+    if cpu is None:
+        return f"{len(pids)} process(es), unpinned"
+    for pid in pids:
+        with suppress(OSError):  # it just exited
+            cpus = os.sched_getaffinity(pid)
+            if cpus != {int(cpu)}:
+                raise ServerFailed(f"process {pid} runs on CPUs {sorted(cpus)}")
+    return f"{len(pids)} process(es), all on CPU {cpu}"
+
+
 @contextmanager
 def running(
-    launch: Launch, log: Path, tools: dict[str, str]
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run the server for the duration of the block; always stop it."""
-    proc = start(launch, log, tools)
+    launch: Launch, log: Path, tools: dict[str, str], cpu: str | None = SERVER_CPU
+) -> Iterator[subprocess.Popen[bytes] | None]:
+    """Run the server for the duration of the block; always stop it.
+
+    A launch without a command starts nothing and yields None.
+    """
+    if not launch.argv:
+        yield None
+        return
+    proc = start(launch, log, tools, cpu)
     try:
         yield proc
     finally:
@@ -488,14 +728,14 @@ def parse_wrk(output: str) -> WrkRun:
     return WrkRun(float(rps[1]), float(p99[1]) * LATENCY_UNITS_MS[p99[2]], errors)
 
 
-def wrk(url: str, seconds: int, tools: dict[str, str]) -> WrkRun:
-    """Run wrk against C{url} for C{seconds}, pinned to the client CPU."""
+def wrk(url: str, seconds: int, tools: dict[str, str], scenario: Scenario) -> WrkRun:
+    """Run wrk against C{url} for C{seconds}, pinned to the client CPU unless
+    the scenario is unpinned."""
+    pin = [tools["taskset"], "-c", CLIENT_CPU] if scenario.pinned else []
     argv = [
-        tools["taskset"],
-        "-c",
-        CLIENT_CPU,
+        *pin,
         tools["wrk"],
-        f"-t{WRK_THREADS}",
+        f"-t{scenario.wrk_threads}",
         f"-c{WRK_CONNECTIONS}",
         f"-d{seconds}s",
         "--latency",
@@ -539,31 +779,63 @@ class Result:
 
 def server_url(scenario: Scenario, port: int, launch: Launch) -> str:
     """Return the URL wrk hits for this server in this scenario."""
+    port = launch.port or port
     return f"http://127.0.0.1:{port}{launch.path}{URL_SUFFIX.get(scenario.name, '')}"
+
+
+def start_upstream(
+    scenario: Scenario, tmp: Path, tools: dict[str, str], stack: ExitStack
+) -> int:
+    """Start the scenario's upstream on the client CPU until C{stack} closes;
+    return its port once it answers."""
+    assert scenario.upstream is not None
+    tmp.mkdir()
+    port = free_port()
+    launch = scenario.upstream(port, tmp, tools, Settings())
+    url = f"http://127.0.0.1:{port}{launch.path}"
+    log = tmp / "server.log"
+    proc = stack.enter_context(running(launch, log, tools, CLIENT_CPU))
+    try:
+        wait_ready(url, proc, log, scenario.body_length)
+    except ServerFailed as e:
+        raise ServerFailed(f"upstream {e}") from None
+    return port
 
 
 def measure(
     scenario: Scenario, server: Server, args: argparse.Namespace, tools: dict[str, str]
 ) -> Result:
-    """Start one server, warm it up, run wrk C{args.runs} times, stop it."""
+    """Start one server (after the scenario's upstream, if any), warm it up,
+    run wrk C{args.runs} times, stop it."""
     result = Result(server.name, server.label)
-    with tempfile.TemporaryDirectory(prefix="txrouter-bench-") as name:
+    cpu = SERVER_CPU if scenario.pinned else None
+    # The stack stops the servers before their folder is removed.
+    with (
+        tempfile.TemporaryDirectory(prefix="txrouter-bench-") as name,
+        ExitStack() as stack,
+    ):
         tmp = Path(name)
-        port = free_port()
-        launch = server.launcher(port, tmp, tools, args.settings)
-        result.url = server_url(scenario, port, launch)
         log = tmp / "server.log"
         try:
-            with running(launch, log, tools) as proc:
-                wait_ready(result.url, proc, log, scenario.body_length)
-                wrk(result.url, WARMUP_SECONDS, tools)
-                for i in range(args.runs):
-                    run = wrk(result.url, args.duration, tools)
-                    progress(
-                        f"    run {i + 1}: {run.requests_per_second:,.0f} req/s, "
-                        f"p99 {run.p99_ms:.2f} ms, errors {run.errors}"
-                    )
-                    result.runs.append(run)
+            settings = args.settings
+            if scenario.upstream is not None:
+                upstream = start_upstream(scenario, tmp / "upstream", tools, stack)
+                settings = replace(settings, upstream=upstream)
+            port = free_port()
+            launch = server.launcher(port, tmp, tools, settings)
+            result.url = server_url(scenario, port, launch)
+            proc = stack.enter_context(running(launch, log, tools, cpu))
+            wait_ready(result.url, proc, log, scenario.body_length)
+            if proc is not None:
+                progress(f"    {check_pinning(proc, cpu)}")
+            wrk(result.url, WARMUP_SECONDS, tools, scenario)
+            for i in range(args.runs):
+                run = wrk(result.url, args.duration, tools, scenario)
+                progress(
+                    f"    run {i + 1}: {run.requests_per_second:,.0f} req/s, "
+                    f"p99 {run.p99_ms:.2f} ms, errors {run.errors}"
+                )
+                result.runs.append(run)
         except (ServerFailed, ValueError, subprocess.TimeoutExpired) as e:
             result.problem = str(e)
             progress(f"    FAILED: {e}")
@@ -583,7 +855,7 @@ NONE = "\N{EN DASH}"  # what the tables show when there is no figure
 
 
 def ratio(ours: Result | None, theirs: Result) -> str:
-    """Return txrouter's req/s divided by C{theirs}, or a dash."""
+    """Return the baseline's req/s divided by C{theirs}, or a dash."""
     if ours is None or not ours.runs or not theirs.runs:
         return NONE
     return f"{ours.rps / theirs.rps:.2f}"
@@ -597,13 +869,44 @@ def summary(problem: str) -> str:
     return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
 
 
+def target_line(target: Target, results: list[Result]) -> str:
+    """Say whether the issue's target was met in this run."""
+    measured = {r.server: r for r in results if r.runs}
+    goal = f"{target.ours} ÷ {target.theirs} ≥ {target.minimum:.2f}"
+    if target.p99_below:
+        goal += f" and p99 below {target.theirs}'s"
+    line = f"- issue {target.issue} target: {goal}: "
+    ours, theirs = measured.get(target.ours), measured.get(target.theirs)
+    if ours is None or theirs is None:
+        return line + "not measured"
+    value = ours.rps / theirs.rps
+    met = value >= target.minimum
+    line += f"{value:.2f}"
+    if target.p99_below:
+        met = met and ours.p99_ms < theirs.p99_ms
+        line += f", p99 {ours.p99_ms:.2f} vs {theirs.p99_ms:.2f} ms"
+    return line + (", met" if met else ", NOT met")
+
+
+def method_line(scenario: Scenario) -> str:
+    """Say how a scenario departs from the method in the header, if it does."""
+    if scenario.pinned:
+        return ""
+    return (
+        f"Unpinned: servers and wrk -t{scenario.wrk_threads} "
+        f"-c{WRK_CONNECTIONS} share every CPU.\n\n"
+    )
+
+
 def table(scenario: Scenario, results: list[Result]) -> str:
-    """Render one scenario's results as a Markdown table, problems below it."""
-    ours = next((r for r in results if r.server == TXROUTER), None)
+    """Render one scenario's results as a Markdown table, problems and
+    targets below it."""
+    ours = next((r for r in results if r.server == scenario.baseline), None)
     lines = [
         f"### {scenario.name}: {scenario.description}",
         "",
-        "| server | req/s | p99 (ms) | errors | txrouter ÷ server |",
+        f"{method_line(scenario)}"
+        f"| server | req/s | p99 (ms) | errors | {scenario.baseline} ÷ server |",
         "|---|---:|---:|---:|---:|",
     ]
     notes = []
@@ -617,22 +920,27 @@ def table(scenario: Scenario, results: list[Result]) -> str:
             lines.append(f"| {r.label} |{f' {NONE} |' * 4}")
         if r.problem:
             notes.append(f"- {r.label}: {summary(r.problem)}")
+    notes += [target_line(target, results) for target in scenario.targets]
     return "\n".join(lines + (["", *notes] if notes else []))
 
 
 def to_json(results: dict[str, list[Result]], args: argparse.Namespace) -> str:
     """Serialise every run and median, with the settings used."""
+    settings = asdict(args.settings)
+    del settings["upstream"]  # set per server, seen in its URL
     return json.dumps(
         {
             "duration_s": args.duration,
             "runs": args.runs,
             "wrk": {"threads": WRK_THREADS, "connections": WRK_CONNECTIONS},
             "cpus": {"server": SERVER_CPU, "client": CLIENT_CPU},
-            "settings": asdict(args.settings),
+            "settings": settings,
             "scenarios": {
                 name: [
                     {
                         "server": r.server,
+                        "pinned": SCENARIOS[name].pinned,
+                        "wrk_threads": SCENARIOS[name].wrk_threads,
                         "label": r.label,
                         "url": r.url,
                         "rps": r.rps if r.runs else None,
@@ -793,7 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{args.duration}s, "
         f"median of {args.runs} run(s); server on CPU {SERVER_CPU}, "
-        f"wrk on CPU {CLIENT_CPU}\n"
+        f"wrk on CPU {CLIENT_CPU} (unless a scenario says otherwise)\n"
     )
     for name, rs in results.items():
         print(table(SCENARIOS[name], rs), end="\n\n")

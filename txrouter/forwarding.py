@@ -20,6 +20,7 @@ __all__ = [
     "Forwarding",
     "TrustedProxies",
     "UnsafePath",
+    "connection_tokens",
     "downstream_headers",
     "upstream_headers",
     "upstream_path",
@@ -77,6 +78,8 @@ class TrustedProxies:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped  # a dual-stack listener's view of an IPv4 peer
         return any(ip in network for network in self._networks)
 
 
@@ -99,7 +102,10 @@ class Forwarding:
     trusted: bool
 
 
-def _connection_tokens(headers: Headers) -> set[bytes]:
+def connection_tokens(headers: Headers) -> set[bytes]:
+    """
+    The header names listed in C{Connection}: hop-by-hop by declaration.
+    """
     tokens: set[bytes] = set()
     for value in headers.getRawHeaders(b"connection", ()):
         tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
@@ -114,6 +120,13 @@ def _node(address: str | None) -> str:
     return address
 
 
+def _quoted(text: str) -> str:
+    """
+    An RFC 7230 quoted-string: a client-chosen Host can add no element.
+    """
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def upstream_headers(incoming: Headers, forwarding: Forwarding, host: bytes) -> Headers:
     """
     The headers to send upstream for a request that arrived with
@@ -121,7 +134,7 @@ def upstream_headers(incoming: Headers, forwarding: Forwarding, host: bytes) -> 
 
     @param host: the C{Host} header to send.
     """
-    dropped = _HOP_BY_HOP | _REQUEST_OWN | _FORWARDING | _connection_tokens(incoming)
+    dropped = _HOP_BY_HOP | _REQUEST_OWN | _FORWARDING | connection_tokens(incoming)
     outgoing = Headers()
     for name, values in incoming.getAllRawHeaders():
         lower = name.lower()
@@ -150,7 +163,7 @@ def upstream_headers(incoming: Headers, forwarding: Forwarding, host: bytes) -> 
     element = (
         f"for={_node(forwarding.client)};"
         f"proto={forwarding.scheme.decode('ascii')};"
-        f'host="{forwarding.host.decode("latin-1")}"'
+        f"host={_quoted(forwarding.host.decode('latin-1'))}"
     ).encode("latin-1")
     outgoing.setRawHeaders(b"forwarded", [*previous(b"forwarded"), element])
     return outgoing
@@ -169,7 +182,7 @@ def worker_headers(
     @param request_facts: C{client}, C{client-port}, C{scheme} and
         C{server-port}.
     """
-    dropped = _HOP_BY_HOP | _WORKER_OWN | _connection_tokens(incoming)
+    dropped = _HOP_BY_HOP | _WORKER_OWN | connection_tokens(incoming)
     outgoing = Headers()
     for name, values in incoming.getAllRawHeaders():
         lower = name.lower()
@@ -181,13 +194,18 @@ def worker_headers(
     return outgoing
 
 
-def downstream_headers(incoming: Headers, outgoing: Headers) -> None:
+def downstream_headers(
+    incoming: Headers, outgoing: Headers, listed: Iterable[bytes] = ()
+) -> None:
     """
     Copy an upstream response's headers to C{outgoing}, the client's
     response headers, leaving out hop-by-hop headers and our own C{Server}
     and C{Date}. Repeated headers (C{Set-Cookie}) stay repeated.
+
+    @param listed: header names the response's C{Connection} header listed,
+        when the client library kept that header to itself.
     """
-    dropped = _HOP_BY_HOP | _RESPONSE_OWN | _connection_tokens(incoming)
+    dropped = _HOP_BY_HOP | _RESPONSE_OWN | connection_tokens(incoming) | set(listed)
     for name, values in incoming.getAllRawHeaders():
         if name.lower() not in dropped:
             outgoing.setRawHeaders(name, values)

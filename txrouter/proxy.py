@@ -47,6 +47,9 @@ _log = Logger()
 # sent with "Content-Length: 0".
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 
+# Responses that never have a body, nor a Content-Length of their own.
+_NO_BODY = frozenset({204, 304})
+
 _PAGES = {
     400: b"400 Bad Request: the path is not valid.\n",
     502: b"502 Bad Gateway: the upstream server could not be reached or "
@@ -160,6 +163,7 @@ class _Exchange:
         self.timed_out = False
         self.client_gone = False
         self.relay: _Relay | None = None
+        self.connection: Any = None
 
     def start(self) -> None:
         request = self.request
@@ -216,8 +220,9 @@ class _Exchange:
         content.seek(0, 2)
         if content.tell() or request.method in _BODY_METHODS:
             content.seek(0)
-            body = FileBodyProducer(content)
+            body = FileBodyProducer(content, self.resource.client.cooperator)
         path = upstream_path(upstream.base, self.rest, self.query)
+        self.connection = connection
         sent = self.resource.client.send(
             connection, request.method, path, headers, body
         )
@@ -243,8 +248,20 @@ class _Exchange:
             return
         request = self.request
         request.setResponseCode(response.code, response.phrase)
-        downstream_headers(response.headers, request.responseHeaders)
-        if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
+        # The upstream's headers, and nothing of Twisted's defaults: no
+        # Content-Type where the upstream sent none.
+        request.defaultContentType = None
+        downstream_headers(
+            response.headers,
+            request.responseHeaders,
+            self.resource.client.connection_tokens(self.connection),
+        )
+        if (
+            response.length is not UNKNOWN_LENGTH
+            and request.method != b"HEAD"
+            and response.code not in _NO_BODY
+            and response.code >= 200
+        ):
             # Twisted's client keeps Content-Length out of the headers; send
             # it on so the client gets the body unchunked.
             request.responseHeaders.setRawHeaders(

@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Cooperator
 
 # Request is public in twisted.web.iweb as IClientRequest, but its one
 # implementation lives in a private module; Agent builds the same object.
@@ -24,6 +25,7 @@ from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 
+from txrouter.forwarding import connection_tokens
 from txrouter.upstream import Upstream
 
 __all__ = ["ProxyClient", "ProxyClientService"]
@@ -48,6 +50,8 @@ class ProxyClient:
     idle_timeout = 60
 
     def __init__(self, reactor: Any) -> None:
+        # Request bodies are written by a cooperator on our reactor.
+        self.cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool._factory = _QuietFactory
         self.pool.maxPersistentPerHost = self.idle_per_upstream
@@ -75,6 +79,21 @@ class ProxyClient:
         request = ClientRequest(method, path, headers, body, persistent=True)
         result: Deferred[IResponse] = connection.request(request)
         return result
+
+    @staticmethod
+    def connection_tokens(connection: Any) -> set[bytes]:
+        """
+        The header names that the response now arriving on C{connection}
+        lists in its C{Connection} header (RFC 9110 section 7.6.1): they are
+        hop-by-hop too. Twisted's parser files C{Connection} apart from the
+        response's headers, so it is read from the parser; if a future
+        Twisted stores it elsewhere this finds nothing, and only the
+        standard hop-by-hop headers are removed.
+        """
+        protocol = getattr(connection, "_clientProtocol", connection)
+        parser = getattr(protocol, "_parser", None)
+        headers = getattr(parser, "connHeaders", None)
+        return connection_tokens(headers) if headers is not None else set()
 
     def close(self) -> Deferred[None]:
         """

@@ -138,11 +138,9 @@ class UpstreamGroup:
         up = [m for m in candidates if m.down_until <= now]
         if not up:
             return min(candidates, key=lambda m: m.down_until)
-        if len(up) == 1:
-            return up[0]
-        start = next(self._turn) % len(up)
-        rotated = up[start:] + up[:start]
-        return min(rotated, key=lambda m: m.in_flight)
+        least = min(m.in_flight for m in up)
+        ties = [m for m in up if m.in_flight == least]
+        return ties[next(self._turn) % len(ties)]
 
     def any_ready(self) -> bool:
         """
