@@ -1,0 +1,436 @@
+"""
+A lean HTTP/1.1 client connection and its pool, for the proxy engine.
+
+Twisted's C{HTTP11ClientProtocol} (under C{Agent}) does the same job, but
+it spends per request on Deferreds, a state-machine dispatcher, header
+sanitizing and a line-by-line parser about as much time as the router's
+whole server side. Profiling the proxy showed it as the largest cost, so
+the engine speaks HTTP/1.1 to upstreams itself, on Twisted's endpoints,
+transports and producers:
+
+  - L{HTTP1Connection} sends one request at a time on a persistent
+    connection and parses the response head in one pass, then streams the
+    body (C{Content-Length}, chunked, or until close) to a
+    L{ResponseReceiver}; it is strict about what it accepts (bounded head,
+    no obs-fold, consistent C{Content-Length}, valid chunk sizes);
+  - L{ConnectionPool} keeps idle connections per upstream and closes those
+    idle too long.
+
+A response that fails before its first byte on a connection that had
+already served one is reported as C{stale}, so an idempotent request can be
+retried on a new connection (the upstream may have closed it while idle).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from typing import Protocol as TypingProtocol
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.protocols.basic import FileSender
+from twisted.python.failure import Failure
+
+__all__ = ["ConnectionPool", "HTTP1Connection", "ResponseReceiver"]
+
+_MAX_HEAD = 64 * 1024
+_MAX_HEADERS = 256
+_MAX_CHUNK_LINE = 4096
+# Bodies up to this size are written with the request head in one call.
+_INLINE_BODY = 256 * 1024
+
+_IDLE, _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE = (
+    range(8)
+)
+
+
+class ResponseReceiver(TypingProtocol):
+    """
+    What a connection tells about the response to the request it sent.
+    """
+
+    def response_started(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """
+        The head arrived: C{headers} keeps order and repeats.
+        """
+
+    def response_body(self, data: bytes) -> None:
+        """
+        Some of the body arrived.
+        """
+
+    def response_done(self) -> None:
+        """
+        The whole body arrived.
+        """
+
+    def response_failed(self, why: str, stale: bool) -> None:
+        """
+        The response will not be completed.
+
+        @param stale: nothing arrived, on a connection reused from the
+            pool: the request may be retried on a new connection.
+        """
+
+
+class BadResponse(Exception):
+    """
+    The upstream's bytes are not a valid HTTP/1.1 response.
+    """
+
+
+def _parse_head(
+    head: bytes,
+) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
+    """
+    Parse a response head (without its final blank line).
+
+    @return: status, reason, headers, and the HTTP version.
+    """
+    lines = head.split(b"\r\n")
+    version, _, rest = lines[0].partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    if (
+        version not in (b"HTTP/1.1", b"HTTP/1.0")
+        or len(code) != 3
+        or not code.isdigit()
+    ):
+        raise BadResponse(f"bad status line {lines[0][:80]!r}")
+    if len(lines) > _MAX_HEADERS:
+        raise BadResponse("too many header lines")
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or b" " in name:
+            raise BadResponse(f"bad header line {line[:80]!r}")
+        headers.append((name, value.strip(b" \t")))
+    return int(code), reason, headers, version
+
+
+class HTTP1Connection(Protocol):
+    """
+    One persistent HTTP/1.1 connection to an upstream.
+
+    @ivar key: the pool key it belongs to.
+    @ivar served: responses completed on it so far.
+    """
+
+    def __init__(self, pool: ConnectionPool, key: Any) -> None:
+        self.pool = pool
+        self.key = key
+        self.served = 0
+        self.idle_since = 0.0
+        self._receiver: ResponseReceiver | None = None
+        self._state = _IDLE
+        self._buffer = b""
+        self._remaining = 0
+        self._received_any = False
+        self._reusable = False
+        self._head_request = False
+        self._lost = False
+
+    # -- sending
+
+    def send(
+        self,
+        head: bytes,
+        body: Any,
+        length: int,
+        receiver: ResponseReceiver,
+        head_request: bool,
+    ) -> None:
+        """
+        Send one request.
+
+        @param head: the request line and headers, with C{Content-Length}
+            when there is a body, and the final blank line.
+        @param body: a file positioned at the body's start, or L{None}.
+        @param length: the body's length.
+        @param head_request: the method is HEAD (the response has no body).
+        """
+        self._receiver = receiver
+        self._state = _HEAD
+        self._received_any = False
+        self._head_request = head_request
+        transport = self.transport
+        assert transport is not None
+        if body is None or length == 0:
+            transport.write(head)
+        elif length <= _INLINE_BODY:
+            transport.write(head + body.read(length))
+        else:
+            transport.write(head)
+            FileSender().beginFileTransfer(body, transport)
+
+    def abort(self) -> None:
+        """
+        Drop the connection and whatever it was doing; no more callbacks.
+        """
+        self._receiver = None
+        if self.transport is not None and not self._lost:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    # -- receiving
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._receiver is None:
+            # Bytes nobody asked for: an upstream talking out of turn.
+            self.abort()
+            return
+        self._received_any = True
+        self._buffer += data
+        try:
+            self._parse()
+        except BadResponse as e:
+            self._fail(f"invalid response: {e}")
+
+    def _parse(self) -> None:
+        while self._buffer and self._receiver is not None:
+            state = self._state
+            if state == _HEAD:
+                if not self._parse_head():
+                    return
+            elif state == _LENGTH:
+                data = self._buffer[: self._remaining]
+                self._buffer = self._buffer[len(data) :]
+                self._remaining -= len(data)
+                self._receiver.response_body(data)
+                if self._remaining == 0:
+                    self._finish()
+            elif state == _UNTIL_CLOSE:
+                data, self._buffer = self._buffer, b""
+                self._receiver.response_body(data)
+            elif state in (_CHUNK_SIZE, _CHUNK_END, _TRAILERS):
+                if not self._parse_chunk_line():
+                    return
+            elif state == _CHUNK_DATA:
+                data = self._buffer[: self._remaining]
+                self._buffer = self._buffer[len(data) :]
+                self._remaining -= len(data)
+                self._receiver.response_body(data)
+                if self._remaining == 0:
+                    self._state = _CHUNK_END
+            else:
+                raise BadResponse("bytes after the end of the response")
+
+    def _parse_head(self) -> bool:
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > _MAX_HEAD:
+                raise BadResponse("response head too large")
+            return False
+        head, self._buffer = self._buffer[:end], self._buffer[end + 4 :]
+        status, reason, headers, version = _parse_head(head)
+        if 100 <= status < 200:
+            if status == 101:
+                raise BadResponse("unexpected 101 Switching Protocols")
+            return True  # an interim response: the real one follows
+        framing = self._framing(status, headers)
+        self._reusable = version == b"HTTP/1.1" and not any(
+            name.lower() == b"connection" and b"close" in value.lower()
+            for name, value in headers
+        )
+        assert self._receiver is not None
+        self._receiver.response_started(status, reason, headers)
+        if framing is None:
+            self._finish()
+        elif framing == -1:
+            self._state = _CHUNK_SIZE
+        elif framing == -2:
+            self._reusable = False
+            self._state = _UNTIL_CLOSE
+        elif framing == 0:
+            self._finish()
+        else:
+            self._remaining = framing
+            self._state = _LENGTH
+        return True
+
+    def _framing(self, status: int, headers: list[tuple[bytes, bytes]]) -> int | None:
+        """
+        How the body is delimited: L{None} for no body, -1 chunked, -2 until
+        close, else its length.
+        """
+        if self._head_request or status in (204, 304):
+            return None
+        lengths: set[bytes] = set()
+        chunked = False
+        encoded = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                lengths.update(v.strip() for v in value.split(b","))
+            elif lower == b"transfer-encoding":
+                encoded = True
+                codings = [c.strip().lower() for c in value.split(b",")]
+                chunked = codings[-1] == b"chunked"
+        if encoded:
+            # Transfer-Encoding wins over Content-Length (RFC 9112 6.3);
+            # such a connection is not reused.
+            if lengths:
+                self._reusable = False
+            return -1 if chunked else -2
+        if not lengths:
+            return -2
+        if len(lengths) > 1:
+            raise BadResponse("conflicting Content-Length values")
+        (text,) = lengths
+        if not text.isdigit() or len(text) > 18:
+            raise BadResponse(f"bad Content-Length {text[:20]!r}")
+        return int(text)
+
+    def _parse_chunk_line(self) -> bool:
+        end = self._buffer.find(b"\r\n")
+        if end < 0:
+            if len(self._buffer) > _MAX_CHUNK_LINE:
+                raise BadResponse("chunk line too long")
+            return False
+        line, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+        if self._state == _CHUNK_END:
+            if line:
+                raise BadResponse("missing CRLF after chunk data")
+            self._state = _CHUNK_SIZE
+        elif self._state == _TRAILERS:
+            if not line:
+                self._finish()
+        else:
+            size = line.partition(b";")[0].strip()
+            if not size or len(size) > 15 or size.strip(b"0123456789abcdefABCDEF"):
+                raise BadResponse(f"bad chunk size {size[:20]!r}")
+            self._remaining = int(size, 16)
+            self._state = _TRAILERS if self._remaining == 0 else _CHUNK_DATA
+        return True
+
+    def _finish(self) -> None:
+        receiver, self._receiver = self._receiver, None
+        self._state = _IDLE
+        self.served += 1
+        leftover = bool(self._buffer)
+        self._buffer = b""
+        if self._reusable and not leftover:
+            self.pool.release(self)
+        elif self.transport is not None:
+            self.transport.loseConnection()
+        if receiver is not None:
+            receiver.response_done()
+
+    def _fail(self, why: str, stale: bool = False) -> None:
+        receiver = self._receiver
+        self.abort()
+        self._state = _IDLE
+        if receiver is not None:
+            receiver.response_failed(why, stale)
+
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+        self._lost = True
+        self.pool.forget(self)
+        if self._receiver is None:
+            return
+        if self._state == _UNTIL_CLOSE and reason.check(ConnectionDone):
+            self._finish()
+            return
+        stale = self._state == _HEAD and not self._received_any and self.served > 0
+        where = "before the response" if self._state == _HEAD else "in the body"
+        self._fail(f"connection lost {where}: {reason.getErrorMessage()}", stale)
+
+    # -- back-pressure: the client's request pauses and resumes our reading
+
+    def pauseProducing(self) -> None:
+        if self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        if self.transport is not None:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def stopProducing(self) -> None:
+        self.abort()
+
+
+class _ConnectionFactory(Factory):
+    noisy = False
+
+    def __init__(self, pool: ConnectionPool, key: Any) -> None:
+        self.pool = pool
+        self.key = key
+
+    def buildProtocol(self, addr: Any) -> HTTP1Connection:
+        return HTTP1Connection(self.pool, self.key)
+
+
+class ConnectionPool:
+    """
+    Idle persistent connections, per upstream key.
+
+    @ivar idle_per_key: at most this many idle connections are kept per
+        upstream; more are opened under load and closed when they fall idle.
+    @ivar idle_timeout: seconds an idle connection is kept.
+    """
+
+    idle_per_key = 32
+    idle_timeout = 60.0
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._idle: dict[Any, list[HTTP1Connection]] = {}
+        self._sweeper: LoopingCall | None = None
+
+    def acquire(self, key: Any, endpoint: Any) -> Deferred[HTTP1Connection]:
+        """
+        An idle connection to C{key} (fired at once), or a new one through
+        C{endpoint}.
+        """
+        idle = self._idle.get(key)
+        while idle:
+            connection = idle.pop()
+            if not connection._lost:
+                return succeed(connection)
+        return endpoint.connect(_ConnectionFactory(self, key))  # type: ignore[no-any-return]
+
+    def release(self, connection: HTTP1Connection) -> None:
+        """
+        Keep a connection whose response is complete, or close it.
+        """
+        idle = self._idle.setdefault(connection.key, [])
+        if len(idle) >= self.idle_per_key:
+            connection.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        connection.idle_since = self._reactor.seconds()
+        idle.append(connection)
+        if self._sweeper is None:
+            # One timer for the pool, not one per connection and request.
+            self._sweeper = LoopingCall(self._sweep)
+            self._sweeper.clock = self._reactor
+            self._sweeper.start(min(self.idle_timeout, 5.0), now=False)
+
+    def forget(self, connection: HTTP1Connection) -> None:
+        """
+        A connection was closed: it is no longer idle.
+        """
+        idle = self._idle.get(connection.key)
+        if idle and connection in idle:
+            idle.remove(connection)
+
+    def _sweep(self) -> None:
+        oldest = self._reactor.seconds() - self.idle_timeout
+        for idle in self._idle.values():
+            for connection in [c for c in idle if c.idle_since < oldest]:
+                idle.remove(connection)
+                connection.transport.loseConnection()  # type: ignore[union-attr]
+
+    def close(self) -> Deferred[None]:
+        """
+        Close every idle connection and stop the sweeper.
+        """
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        self._sweeper = None
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.transport.loseConnection()  # type: ignore[union-attr]
+        self._idle.clear()
+        return succeed(None)
