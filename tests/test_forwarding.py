@@ -9,14 +9,25 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
+from txrouter import forwarding as forwarding_module
 from txrouter.forwarding import (
     Forwarding,
     TrustedProxies,
     UnsafePath,
     downstream_headers,
-    upstream_headers,
     upstream_path,
 )
+
+
+def upstream_headers(incoming: Headers, fwd: Forwarding, host: bytes) -> Headers:
+    """
+    L{txrouter.forwarding.upstream_headers}, its C{(name, value)} pairs
+    gathered in a L{Headers} for lookups (order and repeats kept).
+    """
+    out = Headers()
+    for name, value in forwarding_module.upstream_headers(incoming, fwd, host):
+        out.addRawHeader(name, value)
+    return out
 
 
 def forwarded_elements(value: bytes) -> list[dict[bytes, bytes]]:

@@ -21,6 +21,7 @@ __all__ = [
     "TrustedProxies",
     "UnsafePath",
     "connection_tokens",
+    "connection_tokens_of",
     "downstream_headers",
     "upstream_headers",
     "upstream_path",
@@ -102,6 +103,17 @@ class Forwarding:
     trusted: bool
 
 
+def connection_tokens_of(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+    """
+    The header names listed in the C{Connection} header of a parsed head.
+    """
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return tokens
+
+
 def connection_tokens(headers: Headers) -> set[bytes]:
     """
     The header names listed in C{Connection}: hop-by-hop by declaration.
@@ -127,20 +139,24 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def upstream_headers(incoming: Headers, forwarding: Forwarding, host: bytes) -> Headers:
+Pairs = list[tuple[bytes, bytes]]
+
+
+def upstream_headers(incoming: Headers, forwarding: Forwarding, host: bytes) -> Pairs:
     """
     The headers to send upstream for a request that arrived with
-    C{incoming}.
+    C{incoming}, as C{(name, value)} pairs in order (repeats kept).
+
+    Values come from Twisted's own parsed and sanitized request headers, or
+    from the router: none holds a line break.
 
     @param host: the C{Host} header to send.
     """
     dropped = _HOP_BY_HOP | _REQUEST_OWN | _FORWARDING | connection_tokens(incoming)
-    outgoing = Headers()
+    outgoing = [(b"Host", host)]
     for name, values in incoming.getAllRawHeaders():
-        lower = name.lower()
-        if lower not in dropped:
-            outgoing.setRawHeaders(name, values)
-    outgoing.setRawHeaders(b"host", [host])
+        if name.lower() not in dropped:
+            outgoing.extend((name, value) for value in values)
 
     def previous(name: bytes) -> list[bytes]:
         if not forwarding.trusted:
@@ -149,29 +165,30 @@ def upstream_headers(incoming: Headers, forwarding: Forwarding, host: bytes) -> 
 
     if forwarding.client is not None:
         chain = [*previous(b"x-forwarded-for"), forwarding.client.encode("ascii")]
-        outgoing.setRawHeaders(b"x-forwarded-for", [b", ".join(chain)])
+        outgoing.append((b"X-Forwarded-For", b", ".join(chain)))
     proto = previous(b"x-forwarded-proto")
-    outgoing.setRawHeaders(b"x-forwarded-proto", proto[-1:] or [forwarding.scheme])
+    outgoing.append((b"X-Forwarded-Proto", proto[-1] if proto else forwarding.scheme))
     forwarded_host = previous(b"x-forwarded-host")
-    outgoing.setRawHeaders(
-        b"x-forwarded-host", forwarded_host[-1:] or [forwarding.host]
+    outgoing.append(
+        (b"X-Forwarded-Host", forwarded_host[-1] if forwarded_host else forwarding.host)
     )
     prefixes = previous(b"x-forwarded-prefix")
     prefix = (prefixes[-1].rstrip(b"/") if prefixes else b"") + forwarding.prefix
     if prefix:
-        outgoing.setRawHeaders(b"x-forwarded-prefix", [prefix])
+        outgoing.append((b"X-Forwarded-Prefix", prefix))
     element = (
         f"for={_node(forwarding.client)};"
         f"proto={forwarding.scheme.decode('ascii')};"
         f"host={_quoted(forwarding.host.decode('latin-1'))}"
     ).encode("latin-1")
-    outgoing.setRawHeaders(b"forwarded", [*previous(b"forwarded"), element])
+    outgoing.extend((b"Forwarded", value) for value in previous(b"forwarded"))
+    outgoing.append((b"Forwarded", element))
     return outgoing
 
 
 def worker_headers(
     incoming: Headers, token: bytes, request_facts: dict[bytes, bytes]
-) -> Headers:
+) -> Pairs:
     """
     The headers to send to one of our own worker processes: the client's
     headers as they came (less hop-by-hop ones), so the application sees
@@ -183,14 +200,14 @@ def worker_headers(
         C{server-port}.
     """
     dropped = _HOP_BY_HOP | _WORKER_OWN | connection_tokens(incoming)
-    outgoing = Headers()
+    outgoing: Pairs = []
     for name, values in incoming.getAllRawHeaders():
         lower = name.lower()
         if lower not in dropped and not lower.startswith(b"x-txrouter-"):
-            outgoing.setRawHeaders(name, values)
-    outgoing.setRawHeaders(b"x-txrouter-token", [token])
+            outgoing.extend((name, value) for value in values)
+    outgoing.append((b"X-Txrouter-Token", token))
     for name, value in request_facts.items():
-        outgoing.setRawHeaders(b"x-txrouter-" + name, [value])
+        outgoing.append((b"X-Txrouter-" + name, value))
     return outgoing
 
 

@@ -132,6 +132,7 @@ class HTTP1Connection(Protocol):
         self._reusable = False
         self._head_request = False
         self._lost = False
+        self._paused = False
 
     # -- sending
 
@@ -267,13 +268,17 @@ class HTTP1Connection(Protocol):
             elif lower == b"transfer-encoding":
                 encoded = True
                 codings = [c.strip().lower() for c in value.split(b",")]
-                chunked = codings[-1] == b"chunked"
+                chunked = codings == [b"chunked"]
         if encoded:
+            # Only chunked can be undone here: a body in another transfer
+            # coding would reach the client still encoded.
+            if not chunked:
+                raise BadResponse("unsupported transfer coding")
             # Transfer-Encoding wins over Content-Length (RFC 9112 6.3);
             # such a connection is not reused.
             if lengths:
                 self._reusable = False
-            return -1 if chunked else -2
+            return -1
         if not lengths:
             return -2
         if len(lengths) > 1:
@@ -311,6 +316,9 @@ class HTTP1Connection(Protocol):
         self.served += 1
         leftover = bool(self._buffer)
         self._buffer = b""
+        # A slow client may have paused our reading; the next user of this
+        # connection must hear its response.
+        self.resumeProducing()
         if self._reusable and not leftover:
             self.pool.release(self)
         elif self.transport is not None:
@@ -340,11 +348,13 @@ class HTTP1Connection(Protocol):
     # -- back-pressure: the client's request pauses and resumes our reading
 
     def pauseProducing(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self._paused:
+            self._paused = True
             self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def resumeProducing(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and self._paused:
+            self._paused = False
             self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def stopProducing(self) -> None:
@@ -379,16 +389,21 @@ class ConnectionPool:
         self._idle: dict[Any, list[HTTP1Connection]] = {}
         self._sweeper: LoopingCall | None = None
 
-    def acquire(self, key: Any, endpoint: Any) -> Deferred[HTTP1Connection]:
+    def take_idle(self, key: Any) -> HTTP1Connection | None:
         """
-        An idle connection to C{key} (fired at once), or a new one through
-        C{endpoint}.
+        An idle connection to C{key}, or L{None}.
         """
         idle = self._idle.get(key)
         while idle:
             connection = idle.pop()
             if not connection._lost:
-                return succeed(connection)
+                return connection
+        return None
+
+    def connect(self, key: Any, endpoint: Any) -> Deferred[HTTP1Connection]:
+        """
+        A new connection to C{key} through C{endpoint}.
+        """
         return endpoint.connect(_ConnectionFactory(self, key))  # type: ignore[no-any-return]
 
     def release(self, connection: HTTP1Connection) -> None:

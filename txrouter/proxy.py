@@ -15,15 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import FileBodyProducer, ResponseDone
-from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -31,11 +26,12 @@ from txrouter.forwarding import (
     Forwarding,
     TrustedProxies,
     UnsafePath,
-    downstream_headers,
+    connection_tokens_of,
     upstream_headers,
     upstream_path,
     worker_headers,
 )
+from txrouter.http1client import HTTP1Connection
 from txrouter.proxyclient import ProxyClient
 from txrouter.upstream import Upstream, UpstreamGroup
 
@@ -47,8 +43,23 @@ _log = Logger()
 # sent with "Content-Length: 0".
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 
-# Responses that never have a body, nor a Content-Length of their own.
-_NO_BODY = frozenset({204, 304})
+# Methods that may be sent again when a reused connection turned out to be
+# closed by the upstream before it answered (RFC 9110 section 9.2.2).
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+# Response headers the router sets itself, or that are hop-by-hop.
+_RESPONSE_DROPPED = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"server",
+        b"date",
+    }
+)
 
 _PAGES = {
     400: b"400 Bad Request: the path is not valid.\n",
@@ -151,34 +162,42 @@ def _facts(request: Any) -> dict[bytes, bytes]:
 
 class _Exchange:
     """
-    One client request and its trip upstream.
+    One client request and its trip upstream; it receives the response
+    (L{txrouter.http1client.ResponseReceiver}) and relays it.
     """
 
     def __init__(self, resource: ProxyResource, request: Any) -> None:
         self.resource = resource
         self.request = request
         self.tried: list[Upstream] = []
+        self.upstream: Upstream | None = None
         self.pending: Deferred[Any] | None = None
+        self.connection: HTTP1Connection | None = None
         self.timer: IDelayedCall | None = None
-        self.timed_out = False
+        self.started = False
+        self.retried = False
         self.client_gone = False
-        self.relay: _Relay | None = None
-        self.connection: Any = None
 
     def start(self) -> None:
         request = self.request
         request.notifyFinish().addErrback(self._client_lost)
         raw_path, _, query = request.uri.partition(b"?")
-        segments = raw_path.split(b"/")[1:]
-        self.rest = segments[len(request.prepath) :]
-        self.query = query
-        self.forwarding = _forwarding(request, self.resource.settings.trusted)
+        rest = raw_path.split(b"/")[1 + len(request.prepath) :]
         try:
-            upstream_path(b"/", self.rest, b"")
+            self.path = upstream_path(b"", rest, query)
         except UnsafePath:
             error_page(request, 400)
             return
+        content = request.content
+        content.seek(0, 2)
+        self.length = content.tell()
+        self.has_body = self.length > 0 or request.method in _BODY_METHODS
+        settings = self.resource.settings
+        if settings.worker_token is None:
+            self.forwarding = _forwarding(request, settings.trusted)
         self._attempt()
+
+    # -- choosing an upstream and a connection
 
     def _attempt(self) -> None:
         group = self.resource.group
@@ -191,19 +210,46 @@ class _Exchange:
                 error_page(self.request, 502)
             return
         self.tried.append(upstream)
-        upstream.in_flight += 1
-        d = self.resource.client.connect(upstream)
-        d.addCallback(self._connected, upstream)
-        d.addCallbacks(
-            self._response,
-            self._failed,
-            callbackArgs=(upstream,),
-            errbackArgs=(upstream,),
-        )
-        if not d.called:
-            self.pending = d
+        self._use(upstream, self.resource.client.pool.take_idle(upstream.key))
 
-    def _connected(self, connection: Any, upstream: Upstream) -> Deferred[IResponse]:
+    def _use(self, upstream: Upstream, connection: HTTP1Connection | None) -> None:
+        self.upstream = upstream
+        upstream.in_flight += 1
+        if connection is not None:
+            self._send(connection)
+            return
+        d = self.resource.client.pool.connect(upstream.key, upstream.endpoint)
+        self.pending = d
+        d.addCallbacks(self._send, self._connect_failed)
+
+    def _release(self) -> None:
+        if self.upstream is not None:
+            self.upstream.in_flight -= 1
+            self.upstream = None
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self.pending = None
+        upstream = self.upstream
+        self._release()
+        if self.client_gone or upstream is None:
+            return
+        self.resource.group.mark_down(upstream)
+        _log.warn(
+            "{route}: cannot connect to upstream {upstream}: {why}",
+            route=self.resource.settings.name,
+            upstream=upstream.name,
+            why=failure.getErrorMessage(),
+        )
+        self._attempt()
+
+    # -- the request
+
+    def _send(self, connection: HTTP1Connection) -> None:
+        self.pending = None
+        upstream = self.upstream
+        if self.client_gone or upstream is None:
+            connection.transport.loseConnection()  # type: ignore[union-attr]
+            return
         request = self.request
         settings = self.resource.settings
         if settings.worker_token is not None:
@@ -215,158 +261,115 @@ class _Exchange:
             headers = upstream_headers(
                 request.requestHeaders, self.forwarding, host or upstream.host
             )
-        body = None
-        content = request.content
-        content.seek(0, 2)
-        if content.tell() or request.method in _BODY_METHODS:
-            content.seek(0)
-            body = FileBodyProducer(content, self.resource.client.cooperator)
-        path = upstream_path(upstream.base, self.rest, self.query)
+        lines = [b"%s %s%s HTTP/1.1\r\n" % (request.method, upstream.base, self.path)]
+        for name, value in headers:
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if self.has_body:
+            lines.append(b"Content-Length: %d\r\n" % (self.length,))
+            request.content.seek(0)
+        lines.append(b"\r\n")
         self.connection = connection
-        sent = self.resource.client.send(
-            connection, request.method, path, headers, body
+        connection.send(
+            b"".join(lines),
+            request.content if self.has_body else None,
+            self.length,
+            self,
+            request.method == b"HEAD",
         )
-        self.pending = sent
-        self.timer = self.resource.reactor.callLater(settings.timeout, self._time_out)
-        return sent
+        if self.connection is connection and not self.started:
+            self.timer = self.resource.reactor.callLater(
+                settings.timeout, self._time_out
+            )
 
     def _time_out(self) -> None:
-        self.timed_out = True
-        if self.pending is not None:
-            self.pending.cancel()
+        self.timer = None
+        upstream = self.upstream
+        if self.connection is not None:
+            self.connection.abort()
+            self.connection = None
+        self._release()
+        if self.client_gone:
+            return
+        _log.warn(
+            "{route}: upstream {upstream} sent no response in {timeout}s",
+            route=self.resource.settings.name,
+            upstream=upstream.name if upstream else "?",
+            timeout=self.resource.settings.timeout,
+        )
+        error_page(self.request, 504)
 
     def _stop_timer(self) -> None:
-        self.pending = None
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
+        if self.timer is not None:
+            if self.timer.active():
+                self.timer.cancel()
+            self.timer = None
 
-    def _response(self, response: IResponse, upstream: Upstream) -> None:
+    # -- the response (ResponseReceiver)
+
+    def response_started(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
         self._stop_timer()
-        if self.client_gone:
-            upstream.in_flight -= 1
-            response.deliverBody(_Discard())
-            return
+        self.started = True
         request = self.request
-        request.setResponseCode(response.code, response.phrase)
+        request.setResponseCode(status, reason)
         # The upstream's headers, and nothing of Twisted's defaults: no
         # Content-Type where the upstream sent none.
         request.defaultContentType = None
-        downstream_headers(
-            response.headers,
-            request.responseHeaders,
-            self.resource.client.connection_tokens(self.connection),
-        )
-        if (
-            response.length is not UNKNOWN_LENGTH
-            and request.method != b"HEAD"
-            and response.code not in _NO_BODY
-            and response.code >= 200
-        ):
-            # Twisted's client keeps Content-Length out of the headers; send
-            # it on so the client gets the body unchunked.
-            request.responseHeaders.setRawHeaders(
-                b"content-length", [b"%d" % response.length]
-            )
-        self.relay = _Relay(self, upstream)
-        response.deliverBody(self.relay)
+        dropped = _RESPONSE_DROPPED | connection_tokens_of(headers)
+        if any(name.lower() == b"transfer-encoding" for name, _ in headers):
+            dropped = dropped | {b"content-length"}
+        outgoing = request.responseHeaders
+        for name, value in headers:
+            if name.lower() not in dropped:
+                outgoing.addRawHeader(name, value)
+        if self.connection is not None:
+            # A slow client pauses reading from the upstream.
+            request.registerProducer(self.connection, True)
 
-    def _failed(self, failure: Failure, upstream: Upstream) -> None:
+    def response_body(self, data: bytes) -> None:
+        self.request.write(data)
+
+    def response_done(self) -> None:
+        self.connection = None
+        self._release()
+        request = self.request
+        request.unregisterProducer()
+        request.finish()
+
+    def response_failed(self, why: str, stale: bool) -> None:
         self._stop_timer()
-        upstream.in_flight -= 1
-        if self.client_gone:
+        self.connection = None
+        upstream = self.upstream
+        self._release()
+        request = self.request
+        if self.started:
+            request.unregisterProducer()
+        if self.client_gone or upstream is None:
             return
-        name = self.resource.settings.name
-        if failure.check(ConnectError, DNSLookupError, TimeoutError):
-            self.resource.group.mark_down(upstream)
-            _log.warn(
-                "{route}: cannot connect to upstream {upstream}: {why}",
-                route=name,
-                upstream=upstream.name,
-                why=failure.getErrorMessage(),
-            )
-            self._attempt()
-            return
-        if self.timed_out:
-            _log.warn(
-                "{route}: upstream {upstream} sent no response in {timeout}s",
-                route=name,
-                upstream=upstream.name,
-                timeout=self.resource.settings.timeout,
-            )
-            error_page(self.request, 504)
+        if stale and not self.retried and request.method in _IDEMPOTENT:
+            # The upstream closed this idle connection as we reused it.
+            self.retried = True
+            self._use(upstream, None)
             return
         _log.warn(
             "{route}: upstream {upstream} failed: {why}",
-            route=name,
+            route=self.resource.settings.name,
             upstream=upstream.name,
-            why=_reasons(failure),
+            why=why,
         )
-        error_page(self.request, 502)
+        if self.started:
+            # The client must not wait for bytes that will never come.
+            request.transport.abortConnection()
+        else:
+            error_page(request, 502)
 
     def _client_lost(self, reason: Failure) -> None:
         self.client_gone = True
+        self._stop_timer()
         if self.pending is not None:
             self.pending.cancel()
-        if self.relay is not None:
-            self.relay.stop()
-
-
-def _reasons(failure: Failure) -> str:
-    inner = getattr(failure.value, "reasons", None)
-    if inner:
-        return "; ".join(
-            r.getErrorMessage() for r in inner if not r.check(CancelledError)
-        )
-    return failure.getErrorMessage()
-
-
-class _Relay(Protocol):
-    """
-    Streams an upstream response body to the client, with back-pressure.
-    """
-
-    def __init__(self, exchange: _Exchange, upstream: Upstream) -> None:
-        self.exchange = exchange
-        self.request = exchange.request
-        self.upstream = upstream
-
-    def connectionMade(self) -> None:
-        # A slow client pauses reading from the upstream.
-        self.request.registerProducer(self.transport, True)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.request.write(data)
-
-    def stop(self) -> None:
-        """
-        The client went away: stop reading and drop the upstream connection.
-        """
-        if self.transport is not None:
-            # The transport of a response body is a push producer.
-            self.transport.stopProducing()  # type: ignore[attr-defined]
-
-    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
-        self.upstream.in_flight -= 1
-        if self.exchange.client_gone:
-            return
-        self.request.unregisterProducer()
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.request.finish()
-            return
-        _log.warn(
-            "{route}: upstream {upstream} broke off its response: {why}",
-            route=self.exchange.resource.settings.name,
-            upstream=self.upstream.name,
-            why=_reasons(reason),
-        )
-        # The client must not wait for bytes that will never come.
-        self.request.transport.abortConnection()
-
-
-class _Discard(Protocol):
-    """
-    Reads and drops a response nobody wants any more.
-    """
-
-    def connectionMade(self) -> None:
-        self.transport.stopProducing()  # type: ignore[union-attr]
+        if self.connection is not None:
+            self.connection.abort()
+            self.connection = None
+        self._release()
