@@ -26,9 +26,9 @@ from __future__ import annotations
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
@@ -133,6 +133,8 @@ class HTTP1Connection(Protocol):
         self._head_request = False
         self._lost = False
         self._paused = False
+        self._uploading = False
+        self.lost: Deferred[None] = Deferred()
 
     # -- sending
 
@@ -165,13 +167,24 @@ class HTTP1Connection(Protocol):
             transport.write(head + body.read(length))
         else:
             transport.write(head)
-            FileSender().beginFileTransfer(body, transport)
+            # Streamed, as the client's own upload was spooled to a file;
+            # until it is all written the connection cannot be reused.
+            self._uploading = True
+            sending = FileSender().beginFileTransfer(_Limited(body, length), transport)
+            sending.addBoth(self._uploaded)
+
+    def _uploaded(self, result: object) -> None:
+        self._uploading = False
+        if isinstance(result, Failure) and self._receiver is not None:
+            self._fail(f"sending the request body failed: {result.getErrorMessage()}")
 
     def abort(self) -> None:
         """
         Drop the connection and whatever it was doing; no more callbacks.
         """
         self._receiver = None
+        self._reusable = False
+        self.pool.forget(self)
         if self.transport is not None and not self._lost:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
@@ -220,9 +233,9 @@ class HTTP1Connection(Protocol):
 
     def _parse_head(self) -> bool:
         end = self._buffer.find(b"\r\n\r\n")
+        if end > _MAX_HEAD or (end < 0 and len(self._buffer) > _MAX_HEAD):
+            raise BadResponse("response head too large")
         if end < 0:
-            if len(self._buffer) > _MAX_HEAD:
-                raise BadResponse("response head too large")
             return False
         head, self._buffer = self._buffer[:end], self._buffer[end + 4 :]
         status, reason, headers, version = _parse_head(head)
@@ -230,11 +243,12 @@ class HTTP1Connection(Protocol):
             if status == 101:
                 raise BadResponse("unexpected 101 Switching Protocols")
             return True  # an interim response: the real one follows
-        framing = self._framing(status, headers)
         self._reusable = version == b"HTTP/1.1" and not any(
-            name.lower() == b"connection" and b"close" in value.lower()
+            name.lower() == b"connection"
+            and b"close" in (t.strip().lower() for t in value.split(b","))
             for name, value in headers
         )
+        framing = self._framing(status, headers)
         assert self._receiver is not None
         self._receiver.response_started(status, reason, headers)
         if framing is None:
@@ -259,20 +273,17 @@ class HTTP1Connection(Protocol):
         if self._head_request or status in (204, 304):
             return None
         lengths: set[bytes] = set()
-        chunked = False
-        encoded = False
+        codings: list[bytes] = []
         for name, value in headers:
             lower = name.lower()
             if lower == b"content-length":
                 lengths.update(v.strip() for v in value.split(b","))
             elif lower == b"transfer-encoding":
-                encoded = True
-                codings = [c.strip().lower() for c in value.split(b",")]
-                chunked = codings == [b"chunked"]
-        if encoded:
+                codings += [c.strip().lower() for c in value.split(b",")]
+        if codings:
             # Only chunked can be undone here: a body in another transfer
             # coding would reach the client still encoded.
-            if not chunked:
+            if codings != [b"chunked"]:
                 raise BadResponse("unsupported transfer coding")
             # Transfer-Encoding wins over Content-Length (RFC 9112 6.3);
             # such a connection is not reused.
@@ -290,9 +301,9 @@ class HTTP1Connection(Protocol):
 
     def _parse_chunk_line(self) -> bool:
         end = self._buffer.find(b"\r\n")
+        if end > _MAX_CHUNK_LINE or (end < 0 and len(self._buffer) > _MAX_CHUNK_LINE):
+            raise BadResponse("chunk line too long")
         if end < 0:
-            if len(self._buffer) > _MAX_CHUNK_LINE:
-                raise BadResponse("chunk line too long")
             return False
         line, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
         if self._state == _CHUNK_END:
@@ -319,7 +330,7 @@ class HTTP1Connection(Protocol):
         # A slow client may have paused our reading; the next user of this
         # connection must hear its response.
         self.resumeProducing()
-        if self._reusable and not leftover:
+        if self._reusable and not leftover and not self._uploading:
             self.pool.release(self)
         elif self.transport is not None:
             self.transport.loseConnection()
@@ -333,8 +344,9 @@ class HTTP1Connection(Protocol):
         if receiver is not None:
             receiver.response_failed(why, stale)
 
-    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        self.lost.callback(None)
         self.pool.forget(self)
         if self._receiver is None:
             return
@@ -359,6 +371,21 @@ class HTTP1Connection(Protocol):
 
     def stopProducing(self) -> None:
         self.abort()
+
+
+class _Limited:
+    """
+    The first C{length} bytes of a file, for L{FileSender}.
+    """
+
+    def __init__(self, file: Any, length: int) -> None:
+        self._file = file
+        self._left = length
+
+    def read(self, size: int) -> bytes:
+        data: bytes = self._file.read(min(size, self._left))
+        self._left -= len(data)
+        return data
 
 
 class _ConnectionFactory(Factory):
@@ -388,6 +415,7 @@ class ConnectionPool:
         self._reactor = reactor
         self._idle: dict[Any, list[HTTP1Connection]] = {}
         self._sweeper: LoopingCall | None = None
+        self._closed = False
 
     def take_idle(self, key: Any) -> HTTP1Connection | None:
         """
@@ -411,7 +439,7 @@ class ConnectionPool:
         Keep a connection whose response is complete, or close it.
         """
         idle = self._idle.setdefault(connection.key, [])
-        if len(idle) >= self.idle_per_key:
+        if self._closed or len(idle) >= self.idle_per_key:
             connection.transport.loseConnection()  # type: ignore[union-attr]
             return
         connection.idle_since = self._reactor.seconds()
@@ -432,7 +460,7 @@ class ConnectionPool:
 
     def _sweep(self) -> None:
         oldest = self._reactor.seconds() - self.idle_timeout
-        for idle in self._idle.values():
+        for idle in list(self._idle.values()):
             for connection in [c for c in idle if c.idle_since < oldest]:
                 idle.remove(connection)
                 connection.transport.loseConnection()  # type: ignore[union-attr]
@@ -440,12 +468,17 @@ class ConnectionPool:
     def close(self) -> Deferred[None]:
         """
         Close every idle connection and stop the sweeper.
+
+        @return: fires when the idle connections are closed.
         """
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self._sweeper = None
-        for idle in self._idle.values():
-            for connection in idle:
-                connection.transport.loseConnection()  # type: ignore[union-attr]
+        closing = [c for idle in self._idle.values() for c in idle]
         self._idle.clear()
-        return succeed(None)
+        self._closed = True
+        waits = []
+        for connection in closing:
+            waits.append(connection.lost)
+            connection.transport.loseConnection()  # type: ignore[union-attr]
+        return gatherResults(waits).addCallback(lambda _: None)
