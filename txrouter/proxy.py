@@ -157,6 +157,7 @@ def _facts(request: Any) -> dict[bytes, bytes]:
         b"client-port": b"%d" % (getattr(client, "port", 0) or 0,),
         b"scheme": b"https" if request.isSecure() else b"http",
         b"server-port": b"%d" % (getattr(request.getHost(), "port", 0) or 0,),
+        b"protocol": request.clientproto,
     }
 
 
@@ -232,6 +233,18 @@ class _Exchange:
         upstream = self.upstream
         self._release()
         if self.client_gone or upstream is None:
+            return
+        if self.retried:
+            # The request may have reached this upstream on the connection
+            # that failed: it is not sent anywhere else.
+            _log.warn(
+                "{route}: upstream {upstream} closed the connection and "
+                "cannot be reached again: {why}",
+                route=self.resource.settings.name,
+                upstream=upstream.name,
+                why=failure.getErrorMessage(),
+            )
+            error_page(self.request, 502)
             return
         self.resource.group.mark_down(upstream)
         _log.warn(
@@ -347,8 +360,15 @@ class _Exchange:
             request.unregisterProducer()
         if self.client_gone or upstream is None:
             return
-        if stale and not self.retried and request.method in _IDEMPOTENT:
-            # The upstream closed this idle connection as we reused it.
+        if (
+            stale
+            and not self.retried
+            and request.method in _IDEMPOTENT
+            and self.resource.settings.worker_token is None
+        ):
+            # The upstream closed this idle connection as we reused it; a
+            # worker never does (its pool outlives ours), so a worker's
+            # connection lost before the answer means the worker died.
             self.retried = True
             self._use(upstream, None)
             return

@@ -48,6 +48,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
             command.add_argument("--socket", required=True)
             command.add_argument("--threads", default="2:20")
             command.add_argument("--drain-timeout", type=float, default=30.0)
+            command.add_argument(
+                "--processes", type=int, default=1, help="workers of this route"
+            )
     return parser.parse_args(argv)
 
 
@@ -120,10 +123,11 @@ def _build(reactor: Any, args: argparse.Namespace, application: Any) -> Any:
     from txrouter.service import DrainService, ListenerService, RouterService
     from txrouter.site import RouterSite
     from txrouter.threadpool import ThreadPoolService, make_pool
-    from txrouter.workerrequest import worker_request_factory
+    from txrouter.workerrequest import worker_application, worker_request_factory
 
     low, _, high = args.threads.partition(":")
     pool = make_pool(int(low), int(high), "worker")
+    application = worker_application(application, args.processes > 1)
     root = Router({"": {args.prefix: WSGIResource(reactor, pool, application)}})
     site = RouterSite(root, reactor, access_log=None)
     token = os.environ.get("TXROUTER_WORKER_TOKEN", "").encode("ascii")

@@ -18,9 +18,11 @@ from typing import Any
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.server import Request
 
-__all__ = ["WorkerRequest", "worker_request_factory"]
+__all__ = ["WorkerRequest", "worker_application", "worker_request_factory"]
 
 _PREFIX = b"x-txrouter-"
+# Kept by the request for the application wrapper, which removes it again.
+_PROTOCOL_KEY = "HTTP_X_TXROUTER_PROTOCOL"
 
 
 class WorkerRequest(Request):
@@ -49,6 +51,11 @@ class WorkerRequest(Request):
         self._client = (IPv6Address if ":" in host else IPv4Address)("TCP", host, port)
         self._secure = own.get(b"scheme") == b"https"
         self._server_port = int(own.get(b"server-port", b"0") or 0)
+        protocol = own.get(b"protocol")
+        if protocol in (b"HTTP/1.0", b"HTTP/1.1"):
+            # The client's own protocol, for SERVER_PROTOCOL; our connection
+            # to the router stays HTTP/1.1 (and persistent).
+            self.requestHeaders.setRawHeaders(b"x-txrouter-protocol", [protocol])
         super().process()
 
     def getClientAddress(self) -> Any:
@@ -59,6 +66,23 @@ class WorkerRequest(Request):
 
     def getHost(self) -> Any:
         return IPv4Address("TCP", "0.0.0.0", self._server_port)
+
+
+def worker_application(application: Any, multiprocess: bool) -> Any:
+    """
+    Wrap a worker's WSGI application so its environ is the one it would get
+    in the router process: the client's C{SERVER_PROTOCOL}, and
+    C{wsgi.multiprocess} true when the route has several workers.
+    """
+
+    def in_worker(environ: dict[str, Any], start_response: Any) -> Any:
+        protocol = environ.pop(_PROTOCOL_KEY, None)
+        if protocol is not None:
+            environ["SERVER_PROTOCOL"] = protocol
+        environ["wsgi.multiprocess"] = multiprocess
+        return application(environ, start_response)
+
+    return in_worker
 
 
 def worker_request_factory(token: bytes) -> type[WorkerRequest]:

@@ -84,6 +84,12 @@ class _Probe(Protocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
 
+class _ProbeFactory(Factory):
+    # A starting worker is probed every PROBE_INTERVAL: no log line each time.
+    noisy = False
+    protocol = _Probe
+
+
 class WorkerSet:
     """
     The worker processes of one route, as an L{UpstreamGroup}.
@@ -146,6 +152,8 @@ class WorkerSet:
                 f"{route.threads.min}:{route.threads.max}",
                 "--drain-timeout",
                 str(drain_timeout),
+                "--processes",
+                str(route.workers),
                 *app,
             ]
             monitor.addProcess(name, args, env=env, cwd=cwd)
@@ -180,5 +188,5 @@ class WorkerSet:
         def retry(_: Failure) -> None:
             self._reactor.callLater(PROBE_INTERVAL, self._probe, name, run)
 
-        d = upstream.endpoint.connect(Factory.forProtocol(_Probe))
+        d = upstream.endpoint.connect(_ProbeFactory())
         d.addCallbacks(ready, retry)
