@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from txrouter.configreader import ConfigReader
+from txrouter.configreader import ConfigReader, describe
 from txrouter.errors import ConfigError, Problem
 from txrouter.routespec import (
     DjangoRoute,
@@ -133,7 +133,7 @@ def load_config(path: Path) -> Config:
             getattr(data, "line", 1),
             "",
             "expected a mapping with at least 'listen:' and 'routes:', "
-            f"got {_describe(data)}",
+            f"got {describe(data)}",
         )
         raise ConfigError(reader.problems)
 
@@ -197,16 +197,6 @@ def _where_in(root: Any, mapping: LocatedDict, key: Any) -> str:
     return search(root, "") or ""
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"{type(value).__name__} {value!r}"
-
-
 def _read_listen(reader: ConfigReader, data: LocatedDict) -> tuple[str, ...]:
     if "listen" not in data:
         reader.problem(
@@ -228,7 +218,7 @@ def _read_listen(reader: ConfigReader, data: LocatedDict) -> tuple[str, ...]:
             data.line_of("listen"),
             "listen",
             f"expected an endpoint string or a non-empty list of them, "
-            f"got {_describe(value)}",
+            f"got {describe(value)}",
         )
         return ()
     result = []
@@ -239,47 +229,14 @@ def _read_listen(reader: ConfigReader, data: LocatedDict) -> tuple[str, ...]:
 
 
 def _read_runtime_dir(reader: ConfigReader, data: LocatedDict) -> Path | None:
-    value = data.get("runtime_dir")
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        reader.problem(
-            data.line_of("runtime_dir"),
-            "runtime_dir",
-            f"expected a folder path, got {_describe(value)}",
-        )
-        return None
-    folder = reader.resolve(value)
-    if not folder.parent.is_dir():
-        reader.problem(
-            data.line_of("runtime_dir"),
-            "runtime_dir",
-            f"the folder {str(folder.parent)!r} does not exist",
-        )
-    return folder
+    return reader.new_path(data, "runtime_dir", "a folder path")
 
 
 def _read_access_log(reader: ConfigReader, data: LocatedDict) -> str | None:
-    value = data.get("access_log")
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        reader.problem(
-            data.line_of("access_log"),
-            "access_log",
-            f"expected a file path or '-' (twistd's log), got {_describe(value)}",
-        )
-        return None
-    if value == "-":
-        return value
-    log_path = reader.resolve(value)
-    if not log_path.parent.is_dir():
-        reader.problem(
-            data.line_of("access_log"),
-            "access_log",
-            f"the folder {str(log_path.parent)!r} does not exist",
-        )
-    return str(log_path)
+    if data.get("access_log") == "-":
+        return "-"
+    path = reader.new_path(data, "access_log", "a file path or '-' (twistd's log)")
+    return None if path is None else str(path)
 
 
 def _read_trusted_proxies(reader: ConfigReader, data: LocatedDict) -> tuple[str, ...]:
@@ -291,7 +248,7 @@ def _read_trusted_proxies(reader: ConfigReader, data: LocatedDict) -> tuple[str,
             data.line_of("trusted_proxies"),
             "trusted_proxies",
             f"expected a list of networks such as ['10.0.0.0/8', '::1'], "
-            f"got {_describe(value)}",
+            f"got {describe(value)}",
         )
         return ()
     networks = []
@@ -321,7 +278,7 @@ def _read_tables(
                 data.line_of("hosts"),
                 "hosts",
                 "expected a mapping of host name to {routes: ...}, "
-                f"got {_describe(hosts)}",
+                f"got {describe(hosts)}",
             )
         else:
             for raw_name, spec in hosts.items():
@@ -341,7 +298,7 @@ def _read_tables(
                     reader.problem(
                         hosts.line_of(raw_name),
                         where,
-                        f"expected a mapping with 'routes:', got {_describe(spec)}",
+                        f"expected a mapping with 'routes:', got {describe(spec)}",
                     )
                     continue
                 reader.unknown_keys(spec, where, ("routes",))

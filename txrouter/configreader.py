@@ -33,7 +33,7 @@ from txrouter.routespec import (
 )
 from txrouter.yamlsource import LocatedDict, LocatedList
 
-__all__ = ["ConfigReader"]
+__all__ = ["ConfigReader", "describe"]
 
 _HOST = re.compile(
     r"^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$"
@@ -46,7 +46,10 @@ _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _kind_of(value: Any) -> str:
+def describe(value: Any) -> str:
+    """
+    How a wrong value is named in a message: C{int 5}, C{a list}.
+    """
     if value is None:
         return "nothing"
     if isinstance(value, bool):
@@ -88,6 +91,28 @@ class ConfigReader:
         """
         return Path(os.path.normpath(self.base / os.path.expanduser(value)))
 
+    def new_path(self, mapping: LocatedDict, key: str, expected: str) -> Path | None:
+        """
+        Read an optional path to something txrouter creates (a log file, a
+        folder): its parent folder must exist.
+        """
+        value = mapping.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            self.problem(
+                mapping.line_of(key), key, f"expected {expected}, got {describe(value)}"
+            )
+            return None
+        path = self.resolve(value)
+        if not path.parent.is_dir():
+            self.problem(
+                mapping.line_of(key),
+                key,
+                f"the folder {str(path.parent)!r} does not exist",
+            )
+        return path
+
     def unknown_keys(
         self, mapping: LocatedDict, where: str, allowed: tuple[str, ...]
     ) -> None:
@@ -121,7 +146,7 @@ class ConfigReader:
         ok_type = int if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, ok_type):
             self.problem(
-                mapping.line_of(key), where, f"expected {wanted}, got {_kind_of(value)}"
+                mapping.line_of(key), where, f"expected {wanted}, got {describe(value)}"
             )
             return default
         if not math.isfinite(value) or value < minimum:
@@ -142,7 +167,7 @@ class ConfigReader:
             self.problem(
                 mapping.line_of(key),
                 where,
-                f"expected true or false, got {_kind_of(value)}",
+                f"expected true or false, got {describe(value)}",
             )
             return default
         return value
@@ -158,7 +183,7 @@ class ConfigReader:
                 line,
                 where,
                 "expected an endpoint string such as 'tcp:8080', "
-                f"got {_kind_of(value)}",
+                f"got {describe(value)}",
             )
             return False
         try:
@@ -183,7 +208,7 @@ class ConfigReader:
         @return: the lower-case name, or L{None} when it is not valid.
         """
         if not isinstance(raw, str):
-            self.problem(line, where, f"expected a host name, got {_kind_of(raw)}")
+            self.problem(line, where, f"expected a host name, got {describe(raw)}")
             return None
         name = raw.strip().lower().rstrip(".")
         if _HOST.match(name) or _IPV6_LITERAL.match(name):
@@ -208,7 +233,7 @@ class ConfigReader:
                 parent.line_of(key),
                 where,
                 "expected a mapping of URL prefix to route, such as "
-                f"'/: {{static: public}}', got {_kind_of(spec)}",
+                f"'/: {{static: public}}', got {describe(spec)}",
             )
             return {}
         table: dict[str, Route] = {}
@@ -296,7 +321,7 @@ class ConfigReader:
                 origin.line,
                 origin.where,
                 f"expected a mapping with one of {kinds_text}, "
-                f"e.g. {{static: public}}, got {_kind_of(spec)}",
+                f"e.g. {{static: public}}, got {describe(spec)}",
             )
             return None
         kinds = [k for k in spec if k in KIND_OPTIONS]
@@ -340,7 +365,7 @@ class ConfigReader:
             self.problem(
                 spec.line_of(key),
                 where,
-                f"expected a folder path, got {_kind_of(value)}",
+                f"expected a folder path, got {describe(value)}",
             )
             return None
         path = self.resolve(value)
@@ -368,7 +393,7 @@ class ConfigReader:
                     spec.line_of("settings"),
                     f"{origin.where}.settings",
                     "expected a dotted module name such as 'mysite.settings', "
-                    f"got {_kind_of(settings)}",
+                    f"got {describe(settings)}",
                 )
                 return None
         elif project is not None:
@@ -394,7 +419,7 @@ class ConfigReader:
             self.problem(
                 spec.line_of("env"),
                 where,
-                f"expected a mapping of variable name to value, got {_kind_of(value)}",
+                f"expected a mapping of variable name to value, got {describe(value)}",
             )
             return ()
         pairs = []
@@ -407,7 +432,7 @@ class ConfigReader:
                 self.problem(
                     value.line_of(name),
                     f"{where}.{name}",
-                    f"expected a string, number or boolean, got {_kind_of(item)}",
+                    f"expected a string, number or boolean, got {describe(item)}",
                 )
             else:
                 text = str(item).lower() if isinstance(item, bool) else str(item)
@@ -425,7 +450,7 @@ class ConfigReader:
             self.problem(
                 parent.line_of(key),
                 where,
-                f"expected a mapping like {{min: 2, max: 20}}, got {_kind_of(value)}",
+                f"expected a mapping like {{min: 2, max: 20}}, got {describe(value)}",
             )
             return Threads()
         self.unknown_keys(value, where, ("min", "max"))
@@ -456,7 +481,7 @@ class ConfigReader:
                 spec.line_of("wsgi"),
                 f"{origin.where}.wsgi",
                 "expected 'module:attribute', e.g. 'hello:application', "
-                f"got {_kind_of(app)}",
+                f"got {describe(app)}",
             )
             return None
         return WsgiRoute(prefix, origin, app, path, workers, threads, env)
@@ -485,7 +510,7 @@ class ConfigReader:
                 line,
                 where,
                 "expected an upstream URL (http://, https:// or unix:/path.sock) "
-                f"or a list of them, got {_kind_of(value)}",
+                f"or a list of them, got {describe(value)}",
             )
             return None
         upstreams = []
@@ -537,7 +562,7 @@ class ConfigReader:
                 where,
                 "expected an upstream such as 'http://127.0.0.1:9000/base/', "
                 "'https://api.internal/' or 'unix:/run/app.sock' (no query, "
-                f"fragment or credentials), got {_kind_of(value)}",
+                f"fragment or credentials), got {describe(value)}",
             )
             return None
         try:
@@ -560,7 +585,7 @@ class ConfigReader:
                 spec.line_of("redirect"),
                 f"{origin.where}.redirect",
                 "expected a path starting with '/' or an http(s):// URL, "
-                f"without spaces, got {_kind_of(target)}",
+                f"without spaces, got {describe(target)}",
             )
             ok = False
         if status not in _REDIRECT_STATUSES or isinstance(status, bool):
@@ -568,7 +593,7 @@ class ConfigReader:
                 spec.line_of("status"),
                 f"{origin.where}.status",
                 f"expected one of {', '.join(map(str, _REDIRECT_STATUSES))}, "
-                f"got {_kind_of(status)}",
+                f"got {describe(status)}",
             )
             ok = False
         if not ok:
