@@ -5,6 +5,7 @@ ports, and L{Txrouter}, a real C{twistd txrouter} process.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import http.client
 import os
@@ -60,7 +61,9 @@ def prepared_sites() -> Path:
     A copy of C{sites/}, migrated and with static files collected, made once
     per test session (the repository's own copy is left untouched).
     """
-    target = Path(tempfile.mkdtemp(prefix="txrouter-sites-")) / "sites"
+    scratch = Path(tempfile.mkdtemp(prefix="txrouter-sites-"))
+    atexit.register(shutil.rmtree, scratch, True)
+    target = scratch / "sites"
     shutil.copytree(
         REPO / "sites",
         target,
@@ -126,6 +129,8 @@ class Txrouter:
 
     def __init__(self, routes: str, daemon: bool = True) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="txrouter-e2e-"))
+        # Logs stay readable until the test session ends.
+        atexit.register(shutil.rmtree, self.dir, True)
         self.port = free_port()
         self.config = self.dir / "routes.yaml"
         self.config.write_text(
