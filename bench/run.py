@@ -6,7 +6,7 @@ Usage (from the repository root)::
     .venv/bin/python bench/run.py                # every scenario, every server
     .venv/bin/python bench/run.py --duration 3 --runs 1          # quick check
     .venv/bin/python bench/run.py --only static-1k --servers txrouter,nginx
-    .venv/bin/python bench/run.py --threads 2:20 --json results.json
+    .venv/bin/python bench/run.py --threads 2:8 --json results.json
     .venv/bin/python bench/run.py --only proxy-100b,worker-hop,workers-2cores
 
 Method: each server runs alone on 127.0.0.1 on a free port, pinned to CPU 0
@@ -88,8 +88,9 @@ REQUIRED_TOOLS = ("wrk", "taskset")
 class Settings:
     """Knobs shared by every server launcher."""
 
-    threads_min: int = 2
-    threads_max: int = 20
+    # None: txrouter's own default pool.
+    threads_min: int | None = None
+    threads_max: int | None = None
     # The port of the scenario's upstream server, set for each server of a
     # scenario that has one (0: none).
     upstream: int = 0
@@ -174,10 +175,17 @@ def txrouter_config(tmp: Path, port: int, routes: str, settings: Settings) -> Pa
     config = tmp / "routes.yaml"
     config.write_text(
         f"listen: tcp:{port}:interface=127.0.0.1\n"
-        f"threads: {{min: {settings.threads_min}, max: {settings.threads_max}}}\n"
+        f"{threads_line(settings)}"
         f"routes:\n  {routes}\n"
     )
     return config
+
+
+def threads_line(settings: Settings) -> str:
+    """The C{threads:} setting asked for on the command line, if any."""
+    if settings.threads_max is None:
+        return ""
+    return f"threads: {{min: {settings.threads_min}, max: {settings.threads_max}}}\n"
 
 
 def txrouter_launch(
@@ -200,7 +208,7 @@ def txrouter_django_workers(workers: int) -> Launcher:
     def launch(port: int, tmp: Path, tools: dict[str, str], s: Settings) -> Launch:
         # Explicit even for 0: the default depends on the number of projects.
         route = f"django: {BLOG}, workers: {workers}"
-        if workers:
+        if workers and s.threads_max is not None:
             route += f", threads: {{min: {s.threads_min}, max: {s.threads_max}}}"
         config = txrouter_config(tmp, port, f"/: {{{route}}}", s)
         return txrouter_launch(tools, config, tmp, "/hello/")
@@ -974,6 +982,7 @@ def thread_range(text: str) -> Settings:
         settings = Settings(int(low), int(high if sep else low))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected MIN:MAX, got {text!r}") from None
+    assert settings.threads_min is not None and settings.threads_max is not None
     if (
         not 0 <= settings.threads_min <= settings.threads_max
         or not settings.threads_max
@@ -1010,7 +1019,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=Settings(),
         dest="settings",
         metavar="MIN:MAX",
-        help="txrouter's thread pool (default 2:20)",
+        help="txrouter's thread pool (default: txrouter's own, 2:8)",
     )
     parser.add_argument(
         "--json",

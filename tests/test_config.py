@@ -254,7 +254,7 @@ SINGLE_PROBLEM_CASES: list[tuple[str, str, int, str, tuple[str, ...]]] = [
         """,
         2,
         "threads",
-        ("expected a mapping like {min: 2, max: 20}, got int 20",),
+        ("expected a mapping like {min: 2, max: 8}, got int 20",),
     ),
     (
         "threads.max not a whole number",
@@ -948,7 +948,7 @@ class DefaultsTests(SynchronousTestCase):
         )
         config = load_config(path)
         self.assertEqual(config.listen, ("tcp:8080",))
-        self.assertEqual(config.threads, Threads(min=2, max=20))
+        self.assertEqual(config.threads, Threads(min=2, max=8))
         self.assertEqual(config.drain_timeout, 30.0)
         self.assertIsNone(config.access_log)
         self.assertEqual(

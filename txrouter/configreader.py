@@ -450,7 +450,7 @@ class ConfigReader:
             self.problem(
                 parent.line_of(key),
                 where,
-                f"expected a mapping like {{min: 2, max: 20}}, got {describe(value)}",
+                f"expected a mapping like {{min: 2, max: 8}}, got {describe(value)}",
             )
             return Threads()
         self.unknown_keys(value, where, ("min", "max"))

@@ -8,7 +8,7 @@ C{SCRIPT_NAME} is the route prefix as in the router process. The router
 starts it (L{txrouter.workers}) as::
 
     python -m txrouter.worker serve --socket PATH --prefix /wiki/ \\
-        --threads 2:20 --django sites/wiki --settings wiki.settings
+        --threads 2:8 --django sites/wiki --settings wiki.settings
 
 with the shared secret in C{TXROUTER_WORKER_TOKEN}. It exits on SIGTERM
 after its requests in flight finish, and on its own when its router dies.
@@ -46,7 +46,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         command.add_argument("--path", type=Path, help="folder for sys.path")
         if name == "serve":
             command.add_argument("--socket", required=True)
-            command.add_argument("--threads", default="2:20")
+            command.add_argument("--threads", default="2:8")
             command.add_argument("--drain-timeout", type=float, default=30.0)
             command.add_argument(
                 "--processes", type=int, default=1, help="workers of this route"
