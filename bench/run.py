@@ -13,13 +13,17 @@ Method: each server runs alone on 127.0.0.1 on a free port, pinned to CPU 0
 (``taskset -c 0``; its worker processes, even those started later, inherit
 the pinning, and run.py checks that they did). Once it answers with the
 expected body, ``wrk`` pinned to CPU 1 warms it up for 2 s, then
-``taskset -c 1 wrk -t1 -c32 -d<duration>s --latency URL`` runs ``--runs``
-times. The table shows the median req/s and the median p99 latency of those
-runs, and txrouter's req/s divided by each peer's (above 1: txrouter is
-faster). The server's whole process group is stopped afterwards, always.
+``taskset -c 1 wrk -t1 -c32 -d<duration>s --latency URL`` runs once, and the
+server's whole process group is stopped, always. Runs are interleaved: a
+scenario runs ``--runs`` rounds, each starting and measuring every server once,
+in an order rotated by one from the previous round's, so that a burst of noise
+on a shared machine hits several servers instead of one server's every run.
+The table shows each server's median req/s and median p99 latency over the
+rounds, and txrouter's median req/s divided by each peer's (above 1: txrouter
+is faster); a line below it gives that ratio round by round.
 
 Proxy scenarios first start an upstream (nginx) pinned to CPU 1, next to
-wrk, for each server. Unpinned scenarios (``workers-2cores``) run server
+wrk, for each server in each round. Unpinned scenarios (``workers-2cores``) run server
 and ``wrk -t2`` on every CPU.
 
 To add a scenario, write a function per server that returns a L{Launch} and
@@ -717,6 +721,8 @@ class WrkRun:
     requests_per_second: float
     p99_ms: float
     errors: int
+    # The scenario's round (from 1) it was measured in; 0 until known.
+    round: int = 0
 
 
 LATENCY_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
@@ -811,13 +817,19 @@ def start_upstream(
 
 
 def measure(
-    scenario: Scenario, server: Server, args: argparse.Namespace, tools: dict[str, str]
-) -> Result:
-    """Start one server (after the scenario's upstream, if any), warm it up,
-    run wrk C{args.runs} times, stop it."""
-    result = Result(server.name, server.label)
+    scenario: Scenario,
+    server: Server,
+    args: argparse.Namespace,
+    tools: dict[str, str],
+    result: Result,
+    round_number: int,
+) -> None:
+    """Measure one round of one server into C{result}: start it (after the
+    scenario's upstream, if any), wait until it answers, warm it up, run wrk
+    once, stop it; on failure, set C{result.problem}."""
     cpu = SERVER_CPU if scenario.pinned else None
-    # The stack stops the servers before their folder is removed.
+    # The stack stops the servers before their folder is removed, whatever
+    # happens (failure, Ctrl-C, SIGTERM).
     with (
         tempfile.TemporaryDirectory(prefix="txrouter-bench-") as name,
         ExitStack() as stack,
@@ -837,17 +849,25 @@ def measure(
             if proc is not None:
                 progress(f"    {check_pinning(proc, cpu)}")
             wrk(result.url, WARMUP_SECONDS, tools, scenario)
-            for i in range(args.runs):
-                run = wrk(result.url, args.duration, tools, scenario)
-                progress(
-                    f"    run {i + 1}: {run.requests_per_second:,.0f} req/s, "
-                    f"p99 {run.p99_ms:.2f} ms, errors {run.errors}"
-                )
-                result.runs.append(run)
+            run = wrk(result.url, args.duration, tools, scenario)
+            run.round = round_number
+            progress(
+                f"    {run.requests_per_second:,.0f} req/s, "
+                f"p99 {run.p99_ms:.2f} ms, errors {run.errors}"
+            )
+            result.runs.append(run)
         except (ServerFailed, ValueError, subprocess.TimeoutExpired) as e:
             result.problem = str(e)
             progress(f"    FAILED: {e}")
-    return result
+
+
+def rotated(items: list[Result], by: int) -> list[Result]:
+    """Return C{items} rotated left C{by} places: round 1 starts with the first
+    item, round 2 with the second, and so on."""
+    if not items:
+        return []
+    by %= len(items)
+    return items[by:] + items[:by]
 
 
 def progress(message: str) -> None:
@@ -929,7 +949,29 @@ def table(scenario: Scenario, results: list[Result]) -> str:
         if r.problem:
             notes.append(f"- {r.label}: {summary(r.problem)}")
     notes += [target_line(target, results) for target in scenario.targets]
+    notes += per_round_lines(scenario, results)
     return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def per_round_lines(scenario: Scenario, results: list[Result]) -> list[str]:
+    """Give the baseline's req/s divided by each peer's, round by round (a
+    dash for a round either of them missed), to show the spread."""
+    ours = next((r for r in results if r.server == scenario.baseline), None)
+    if ours is None or not ours.runs:
+        return []
+    mine = {run.round: run.requests_per_second for run in ours.runs}
+    lines = []
+    for theirs in results:
+        if theirs is ours or not theirs.runs:
+            continue
+        peer = {run.round: run.requests_per_second for run in theirs.runs}
+        rounds = sorted(mine.keys() | peer.keys())
+        figures = ", ".join(
+            f"{mine[n] / peer[n]:.2f}" if n in mine and n in peer else NONE
+            for n in rounds
+        )
+        lines.append(f"- per-round {scenario.baseline} ÷ {theirs.server}: {figures}")
+    return lines
 
 
 def to_json(results: dict[str, list[Result]], args: argparse.Namespace) -> str:
@@ -998,7 +1040,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Benchmark txrouter against its peers (see bench/README.md)."
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--runs", type=int, default=3, help="wrk runs per server")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="rounds, each running wrk once per server (interleaved)",
+    )
     parser.add_argument(
         "--only",
         type=comma_list,
@@ -1055,17 +1102,31 @@ def run_scenario(
     tools: dict[str, str],
     results: list[Result],
 ) -> None:
-    """Measure every chosen server of one scenario into C{results}, in turn."""
+    """Measure every chosen server of one scenario into C{results}, in
+    C{args.runs} interleaved rounds.
+
+    Each round starts, measures and stops every server once; each round's
+    order is the previous one's rotated by one. A server that fails is left
+    out of the later rounds.
+    """
+    contenders = []
     for server in chosen_servers(scenario, args.servers):
+        result = Result(server.name, server.label)
+        results.append(result)
         missing = [t for t in server.tools if t not in tools]
         if missing:
             advice = "; ".join(f"{t}: {INSTALL_HINTS[t]}" for t in missing)
-            problem = f"skipped, install {advice}"
-            results.append(Result(server.name, server.label, problem=problem))
+            result.problem = f"skipped, install {advice}"
             progress(f"{scenario.name} / {server.label}: skipped ({advice})")
             continue
-        progress(f"{scenario.name} / {server.label}")
-        results.append(measure(scenario, server, args, tools))
+        contenders.append(result)
+    servers = {s.name: s for s in scenario.servers}
+    for index in range(args.runs):
+        for result in rotated(contenders, index):
+            if result.problem:
+                continue
+            progress(f"{scenario.name} round {index + 1}/{args.runs} / {result.label}")
+            measure(scenario, servers[result.server], args, tools, result, index + 1)
 
 
 def stop_on_sigterm() -> None:
@@ -1109,7 +1170,7 @@ def main(argv: list[str] | None = None) -> int:
         progress("interrupted: servers stopped; results so far follow")
     print(
         f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{args.duration}s, "
-        f"median of {args.runs} run(s); server on CPU {SERVER_CPU}, "
+        f"median of {args.runs} interleaved round(s); server on CPU {SERVER_CPU}, "
         f"wrk on CPU {CLIENT_CPU} (unless a scenario says otherwise)\n"
     )
     for name, rs in results.items():
