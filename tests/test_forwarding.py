@@ -392,7 +392,7 @@ class DownstreamHeadersTests(SynchronousTestCase):
         Hop-by-hop and C{Connection}-listed headers are dropped, C{Server}
         and C{Date} stay ours, and two C{Set-Cookie} lines stay two.
         """
-        incoming = headers(
+        incoming = [
             (b"Connection", b"close, X-Upstream-Only"),
             (b"X-Upstream-Only", b"1"),
             (b"Keep-Alive", b"timeout=5"),
@@ -407,7 +407,7 @@ class DownstreamHeadersTests(SynchronousTestCase):
             (b"Set-Cookie", b"b=2"),
             (b"Content-Type", b"text/html"),
             (b"Cache-Control", b"no-store"),
-        )
+        ]
         outgoing = headers(
             (b"Server", b"txrouter"),
             (b"Date", b"Mon, 30 Nov 2026 12:00:00 GMT"),
@@ -424,12 +424,26 @@ class DownstreamHeadersTests(SynchronousTestCase):
             },
         )
 
+    def test_length_of_chunked_response_dropped(self) -> None:
+        """
+        A Content-Length beside Transfer-Encoding is not copied (chunked
+        wins, RFC 9112 6.3); alone it is.
+        """
+        outgoing = Headers()
+        downstream_headers(
+            [(b"Transfer-Encoding", b"chunked"), (b"Content-Length", b"3")], outgoing
+        )
+        self.assertFalse(outgoing.hasHeader(b"content-length"))
+        outgoing = Headers()
+        downstream_headers([(b"Content-Length", b"3")], outgoing)
+        self.assertEqual(outgoing.getRawHeaders(b"content-length"), [b"3"])
+
     def test_no_server_of_ours(self) -> None:
         """
         The upstream's C{Server} is not copied even when we set none.
         """
         outgoing = Headers()
-        downstream_headers(headers((b"Server", b"nginx")), outgoing)
+        downstream_headers([(b"Server", b"nginx")], outgoing)
         self.assertFalse(outgoing.hasHeader(b"server"))
 
 

@@ -20,8 +20,6 @@ __all__ = [
     "Forwarding",
     "TrustedProxies",
     "UnsafePath",
-    "connection_tokens",
-    "connection_tokens_of",
     "downstream_headers",
     "upstream_headers",
     "upstream_path",
@@ -103,9 +101,9 @@ class Forwarding:
     trusted: bool
 
 
-def connection_tokens_of(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+def _listed_in_connection(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
     """
-    The header names listed in the C{Connection} header of a parsed head.
+    The header names listed in C{Connection}: hop-by-hop by declaration.
     """
     tokens: set[bytes] = set()
     for name, value in headers:
@@ -114,14 +112,12 @@ def connection_tokens_of(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
     return tokens
 
 
-def connection_tokens(headers: Headers) -> set[bytes]:
+def _connection_tokens(headers: Headers) -> set[bytes]:
     """
-    The header names listed in C{Connection}: hop-by-hop by declaration.
+    L{_listed_in_connection} for a request's L{Headers}.
     """
-    tokens: set[bytes] = set()
-    for value in headers.getRawHeaders(b"connection", ()):
-        tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return tokens
+    values = headers.getRawHeaders(b"connection", ())
+    return _listed_in_connection([(b"connection", value) for value in values])
 
 
 def _node(address: str | None) -> str:
@@ -152,7 +148,7 @@ def upstream_headers(incoming: Headers, forwarding: Forwarding, host: bytes) -> 
 
     @param host: the C{Host} header to send.
     """
-    dropped = _HOP_BY_HOP | _REQUEST_OWN | _FORWARDING | connection_tokens(incoming)
+    dropped = _HOP_BY_HOP | _REQUEST_OWN | _FORWARDING | _connection_tokens(incoming)
     outgoing = [(b"Host", host)]
     for name, values in incoming.getAllRawHeaders():
         if name.lower() not in dropped:
@@ -199,7 +195,7 @@ def worker_headers(
     @param request_facts: C{client}, C{client-port}, C{scheme} and
         C{server-port}.
     """
-    dropped = _HOP_BY_HOP | _WORKER_OWN | connection_tokens(incoming)
+    dropped = _HOP_BY_HOP | _WORKER_OWN | _connection_tokens(incoming)
     outgoing: Pairs = []
     for name, values in incoming.getAllRawHeaders():
         lower = name.lower()
@@ -211,21 +207,21 @@ def worker_headers(
     return outgoing
 
 
-def downstream_headers(
-    incoming: Headers, outgoing: Headers, listed: Iterable[bytes] = ()
-) -> None:
+def downstream_headers(incoming: Pairs, outgoing: Headers) -> None:
     """
-    Copy an upstream response's headers to C{outgoing}, the client's
-    response headers, leaving out hop-by-hop headers and our own C{Server}
-    and C{Date}. Repeated headers (C{Set-Cookie}) stay repeated.
-
-    @param listed: header names the response's C{Connection} header listed,
-        when the client library kept that header to itself.
+    Copy an upstream response's headers (as parsed, in order) to
+    C{outgoing}, the client's response headers, leaving out hop-by-hop
+    headers, those its C{Connection} lists, and our own C{Server} and
+    C{Date}. Repeated headers (C{Set-Cookie}) stay repeated. A length is
+    not copied from a response that was chunked: Twisted frames the body
+    for the client anew.
     """
-    dropped = _HOP_BY_HOP | _RESPONSE_OWN | connection_tokens(incoming) | set(listed)
-    for name, values in incoming.getAllRawHeaders():
+    dropped = _HOP_BY_HOP | _RESPONSE_OWN | _listed_in_connection(incoming)
+    if any(name.lower() == b"transfer-encoding" for name, _ in incoming):
+        dropped |= {b"content-length"}
+    for name, value in incoming:
         if name.lower() not in dropped:
-            outgoing.setRawHeaders(name, values)
+            outgoing.addRawHeader(name, value)
 
 
 def upstream_path(base: bytes, rest: list[bytes], query: bytes) -> bytes:

@@ -26,7 +26,7 @@ from txrouter.forwarding import (
     Forwarding,
     TrustedProxies,
     UnsafePath,
-    connection_tokens_of,
+    downstream_headers,
     upstream_headers,
     upstream_path,
     worker_headers,
@@ -46,20 +46,6 @@ _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 # Methods that may be sent again when a reused connection turned out to be
 # closed by the upstream before it answered (RFC 9110 section 9.2.2).
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-# Response headers the router sets itself, or that are hop-by-hop.
-_RESPONSE_DROPPED = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"server",
-        b"date",
-    }
-)
 
 _PAGES = {
     400: b"400 Bad Request: the path is not valid.\n",
@@ -329,13 +315,7 @@ class _Exchange:
         # The upstream's headers, and nothing of Twisted's defaults: no
         # Content-Type where the upstream sent none.
         request.defaultContentType = None
-        dropped = _RESPONSE_DROPPED | connection_tokens_of(headers)
-        if any(name.lower() == b"transfer-encoding" for name, _ in headers):
-            dropped = dropped | {b"content-length"}
-        outgoing = request.responseHeaders
-        for name, value in headers:
-            if name.lower() not in dropped:
-                outgoing.addRawHeader(name, value)
+        downstream_headers(headers, request.responseHeaders)
         if self.connection is not None:
             # A slow client pauses reading from the upstream.
             request.registerProducer(self.connection, True)
