@@ -61,6 +61,8 @@ class Router(Resource):
                 self._exact[host.encode("ascii")] = table
         # The longest suffix is the most specific wildcard.
         self._wildcards = sorted(wildcards, key=lambda w: -len(w[0]))
+        # Without host tables, the Host header need not even be parsed.
+        self._by_host = bool(self._exact or self._wildcards)
         self._deepest = max(
             (len(k) for t in [self._default, *self._exact.values()] for k in t),
             default=0,
@@ -86,7 +88,10 @@ class Router(Resource):
         # Twisted has moved the first segment to prepath; take the whole
         # path back and split it at the longest matching prefix instead.
         segments = request.prepath + request.postpath
-        table = self.table_for(request.getRequestHostname())
+        if self._by_host:
+            table = self.table_for(request.getRequestHostname())
+        else:
+            table = self._default
         for depth in range(min(len(segments), self._deepest), -1, -1):
             found = table.get(tuple(segments[:depth]))
             if found is not None:
