@@ -733,6 +733,8 @@ routes:
         with socket.create_connection(("127.0.0.1", self.server.port), 10) as s:
             s.sendall(b"GET /api/slow?s=20&tag=gone HTTP/1.1\r\nHost: x\r\n\r\n")
             wait_until(lambda: self.upstream.seen("gone"), "the slow request", 10)
+            # Not a timing assertion: only lets the upstream's handler enter
+            # its slow answer before the client leaves.
             time.sleep(0.2)
         wait_until(
             lambda: [r for r in self.upstream.dropped if "tag=gone" in r.target],
