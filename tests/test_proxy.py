@@ -231,6 +231,7 @@ class World:
             timeout=timeout,
             preserve_host=preserve_host,
             trusted=TrustedProxies(trusted),
+            prefix=b"/" + prefix if prefix else b"",
         )
         self.client = ProxyClient(self.reactor)
         self.resource = ProxyResource(

@@ -131,6 +131,31 @@ def _start_all(starters: Sequence[Any]) -> None:
         raise
 
 
+def stop_all(server: Txrouter, *upstreams: Any) -> None:
+    """
+    Stop the router, then every upstream, even if one of them fails.
+    """
+    try:
+        server.stop()
+    finally:
+        for upstream in upstreams:
+            upstream.stop()
+
+
+def serve(routes: str, *upstreams: Any) -> Txrouter:
+    """
+    Start a router for C{routes}; if it cannot start, stop it and the
+    C{upstreams} already running before failing.
+    """
+    server = Txrouter(routes)
+    try:
+        server.start()
+    except BaseException:
+        stop_all(server, *upstreams)
+        raise
+    return server
+
+
 class ProxyTests(SynchronousTestCase):
     """
     One daemon with several proxy routes to recording upstreams (two over
@@ -167,22 +192,11 @@ routes:
   /tls/: {{proxy: "{cls.secure.url}/"}}
   /tlsoff/: {{proxy: "{cls.secure.url}/", tls_verify: false}}
 """
-        cls.server = Txrouter(routes)
-        try:
-            cls.server.start()
-        except BaseException:
-            cls.server.stop()
-            for upstream in (cls.upstream, cls.second, cls.unix, cls.secure):
-                upstream.stop()
-            raise
+        cls.server = serve(routes, cls.upstream, cls.second, cls.unix, cls.secure)
 
     @classmethod
     def tearDownClass(cls) -> None:
-        try:
-            cls.server.stop()
-        finally:
-            for upstream in (cls.upstream, cls.second, cls.unix, cls.secure):
-                upstream.stop()
+        stop_all(cls.server, cls.upstream, cls.second, cls.unix, cls.secure)
 
     def fetch(self, method: str, target: str, **kwargs: Any) -> Answer:
         return fetch(self.server.port, method, target, **kwargs)
@@ -790,20 +804,11 @@ trusted_proxies: [127.0.0.1]
 routes:
   /api/: {{proxy: "{cls.upstream.url}/v1/"}}
 """
-        cls.server = Txrouter(routes)
-        try:
-            cls.server.start()
-        except BaseException:
-            cls.server.stop()
-            cls.upstream.stop()
-            raise
+        cls.server = serve(routes, cls.upstream)
 
     @classmethod
     def tearDownClass(cls) -> None:
-        try:
-            cls.server.stop()
-        finally:
-            cls.upstream.stop()
+        stop_all(cls.server, cls.upstream)
 
     def forwarded_for(self, tag: str, *values: str) -> list[str]:
         fetch(
@@ -849,20 +854,11 @@ listen: tcp:{{port}}:interface=127.0.0.1
 routes:
   /ng/: {{proxy: "{cls.nginx.url}/"}}
 """
-        cls.server = Txrouter(routes)
-        try:
-            cls.server.start()
-        except BaseException:
-            cls.server.stop()
-            cls.nginx.stop()
-            raise
+        cls.server = serve(routes, cls.nginx)
 
     @classmethod
     def tearDownClass(cls) -> None:
-        try:
-            cls.server.stop()
-        finally:
-            cls.nginx.stop()
+        stop_all(cls.server, cls.nginx)
 
     def fetch(self, method: str, target: str, **kwargs: Any) -> Answer:
         return fetch(self.server.port, method, target, **kwargs)

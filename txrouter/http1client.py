@@ -209,11 +209,7 @@ class HTTP1Connection(Protocol):
                 if not self._parse_head():
                     return
             elif state == _LENGTH:
-                data = self._buffer[: self._remaining]
-                self._buffer = self._buffer[len(data) :]
-                self._remaining -= len(data)
-                self._receiver.response_body(data)
-                if self._remaining == 0:
+                if self._deliver_remaining():
                     self._finish()
             elif state == _UNTIL_CLOSE:
                 data, self._buffer = self._buffer, b""
@@ -222,14 +218,24 @@ class HTTP1Connection(Protocol):
                 if not self._parse_chunk_line():
                     return
             elif state == _CHUNK_DATA:
-                data = self._buffer[: self._remaining]
-                self._buffer = self._buffer[len(data) :]
-                self._remaining -= len(data)
-                self._receiver.response_body(data)
-                if self._remaining == 0:
+                if self._deliver_remaining():
                     self._state = _CHUNK_END
             else:
                 raise BadResponse("bytes after the end of the response")
+
+    def _deliver_remaining(self) -> bool:
+        """
+        Hand buffered bytes, up to the C{_remaining} the framing allows, to
+        the receiver.
+
+        @return: whether that count is now reached.
+        """
+        data = self._buffer[: self._remaining]
+        self._buffer = self._buffer[len(data) :]
+        self._remaining -= len(data)
+        assert self._receiver is not None
+        self._receiver.response_body(data)
+        return self._remaining == 0
 
     def _parse_head(self) -> bool:
         end = self._buffer.find(b"\r\n\r\n")

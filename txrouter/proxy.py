@@ -83,6 +83,8 @@ class ProxySettings:
     @ivar preserve_host: pass the client's C{Host} on, rather than the
         upstream's own.
     @ivar trusted: peers whose forwarding headers are extended.
+    @ivar prefix: the route prefix without its trailing slash, for
+        C{X-Forwarded-Prefix} (C{b""} at C{/}).
     @ivar worker_token: set when the upstreams are our own worker processes:
         they get the client's headers untouched plus the connection's facts
         (L{txrouter.forwarding.worker_headers}).
@@ -92,6 +94,7 @@ class ProxySettings:
     timeout: float
     preserve_host: bool
     trusted: TrustedProxies
+    prefix: bytes = b""
     worker_token: bytes | None = None
 
 
@@ -120,16 +123,15 @@ class ProxyResource(Resource):
         return NOT_DONE_YET
 
 
-def _forwarding(request: Any, trusted: TrustedProxies) -> Forwarding:
+def _forwarding(request: Any, settings: ProxySettings) -> Forwarding:
     peer = getattr(request.getClientAddress(), "host", None)
     host = request.getHeader(b"host") or request.getRequestHostname()
-    prefix = b"/" + b"/".join(request.prepath) if request.prepath else b""
     return Forwarding(
         client=peer,
         scheme=b"https" if request.isSecure() else b"http",
         host=host,
-        prefix=prefix,
-        trusted=peer is not None and peer in trusted,
+        prefix=settings.prefix,
+        trusted=peer is not None and peer in settings.trusted,
     )
 
 
@@ -181,7 +183,7 @@ class _Exchange:
         self.has_body = self.length > 0 or request.method in _BODY_METHODS
         settings = self.resource.settings
         if settings.worker_token is None:
-            self.forwarding = _forwarding(request, settings.trusted)
+            self.forwarding = _forwarding(request, settings)
         self._attempt()
 
     # -- choosing an upstream and a connection
