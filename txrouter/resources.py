@@ -18,7 +18,6 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
-from twisted.web.wsgi import WSGIResource
 
 from txrouter.config import Config
 from txrouter.djangoproject import FileMount, file_mounts, load_django
@@ -40,6 +39,7 @@ from txrouter.routespec import (
 from txrouter.staticfiles import StaticFiles
 from txrouter.upstream import Upstream, UpstreamGroup
 from txrouter.workers import WorkerMonitor, WorkerSet
+from txrouter.wsgi import WSGIResource
 
 __all__ = ["Engines", "build_router"]
 

@@ -117,13 +117,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _build(reactor: Any, args: argparse.Namespace, application: Any) -> Any:
     from twisted.internet.endpoints import UNIXServerEndpoint
-    from twisted.web.wsgi import WSGIResource
 
     from txrouter.router import Router
     from txrouter.service import DrainService, ListenerService, RouterService
     from txrouter.site import RouterSite
     from txrouter.threadpool import ThreadPoolService, make_pool
     from txrouter.workerrequest import worker_application, worker_request_factory
+    from txrouter.wsgi import WSGIResource
 
     low, _, high = args.threads.partition(":")
     pool = make_pool(int(low), int(high), "worker")

@@ -1,0 +1,611 @@
+"""
+Unit tests of L{txrouter.wsgi.WSGIResource}: the last chunk of a list or
+tuple body goes to the reactor together with the finish, in one hand-off
+the pool thread does not wait for; everything else behaves as Twisted's.
+
+Everything runs synchronously in the test's thread: L{FakeReactor} runs
+each C{callFromThread} at once and records it as a L{HandOff},
+L{FakePool} runs the application at once, and the request is a real
+C{twisted.web.server.Request} on a C{DummyChannel}, whose transport keeps
+the bytes written. No threads, no sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any
+
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import wsgi as stock
+from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.test.requesthelper import DummyChannel
+
+from txrouter.wsgi import WSGIResource
+
+StartResponse = Callable[..., Callable[[bytes], None]]
+App = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class Boom(Exception):
+    """
+    The error the test applications raise.
+    """
+
+
+@dataclass
+class HandOff:
+    """
+    One C{reactor.callFromThread} made by the pool thread.
+
+    @ivar waited: whether the pool thread waited for it (it came from
+        C{blockingCallFromThread}).
+    @ivar name: the name of the function handed to the reactor.
+    @ivar wrote: the bytes that reached the transport during the call.
+    """
+
+    waited: bool
+    name: str
+    wrote: bytes
+
+
+class FakeReactor:
+    """
+    A reactor whose C{callFromThread} runs the call at once and records it.
+
+    As a real reactor does, an exception from the call is not raised in the
+    calling thread: it is kept in C{unhandled}.
+
+    @ivar before_hand_off: called with the index of each hand-off before it
+        runs, so a test can make the client leave at a chosen moment.
+    """
+
+    def __init__(self, written: BytesIO) -> None:
+        self.written = written
+        self.hand_offs: list[HandOff] = []
+        self.unhandled: list[Failure] = []
+        self.before_hand_off: Callable[[int], None] = lambda index: None
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        self.before_hand_off(len(self.hand_offs))
+        start = len(self.written.getvalue())
+        try:
+            f(*args, **kw)
+        except BaseException:
+            self.unhandled.append(Failure())
+        # blockingCallFromThread hands the reactor a function of its own.
+        waited = f.__qualname__.startswith("blockingCallFromThread.")
+        wrote = self.written.getvalue()[start:]
+        self.hand_offs.append(HandOff(waited, f.__name__, wrote))
+
+
+class FakePool:
+    """
+    A thread pool that runs each call at once, in the caller's thread.
+    """
+
+    def callInThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        f(*args, **kw)
+
+
+class CountingRequest(Request):
+    """
+    A real C{Request} that records each C{finish} in a shared event list.
+    """
+
+    def __init__(self, channel: DummyChannel, events: list[str]) -> None:
+        super().__init__(channel, False)
+        self.events = events
+        self.finish_calls = 0
+
+    def finish(self) -> None:
+        self.finish_calls += 1
+        self.events.append("finish")
+        super().finish()
+
+
+class Body:
+    """
+    A response body with a C{close} method, which records each call to it.
+
+    @param chunks: a list, tuple or generator of the chunks.
+    """
+
+    def __init__(self, chunks: Iterable[bytes], events: list[str]) -> None:
+        self.chunks = chunks
+        self.events = events
+        self.close_calls = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.chunks)
+
+    def close(self) -> None:
+        self.close_calls += 1
+        self.events.append("close")
+
+
+@dataclass
+class Response:
+    """
+    A parsed response: header names in lower case, body without chunked
+    framing.
+
+    @ivar complete: whether the body ended (the last chunk of a chunked
+        body, or as many bytes as Content-Length says).
+    """
+
+    status: bytes
+    headers: dict[bytes, list[bytes]] = field(default_factory=dict)
+    body: bytes = b""
+    complete: bool = False
+
+
+def parse_response(raw: bytes) -> Response:
+    """
+    Parse the raw bytes of one response.
+    """
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    response = Response(status)
+    for line in lines:
+        name, _, value = line.partition(b":")
+        response.headers.setdefault(name.strip().lower(), []).append(value.strip())
+    if response.headers.get(b"transfer-encoding") != [b"chunked"]:
+        response.body = rest
+        length = response.headers.get(b"content-length")
+        response.complete = length is not None and int(length[0]) == len(rest)
+        return response
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        response.body += rest[:size]
+        rest = rest[size + 2 :]
+        if size == 0:
+            response.complete = True
+            break
+    return response
+
+
+def simple_app(body: Iterable[bytes], headers: list[tuple[str, str]]) -> App:
+    """
+    A WSGI application answering C{200 OK} with C{headers} and C{body}.
+    """
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", headers)
+        return body
+
+    return app
+
+
+def length(*chunks: bytes) -> list[tuple[str, str]]:
+    """
+    Headers with a Content-Type and the Content-Length of C{chunks}.
+    """
+    size = sum(len(chunk) for chunk in chunks)
+    return [("Content-Type", "text/plain"), ("Content-Length", str(size))]
+
+
+class Exchange:
+    """
+    One request to a WSGI resource, with the fakes around it.
+    """
+
+    def __init__(self, method: bytes = b"GET") -> None:
+        self.events: list[str] = []
+        self.channel = DummyChannel()
+        self.transport = self.channel.transport
+        self.reactor = FakeReactor(self.transport.written)
+        self.request = CountingRequest(self.channel, self.events)
+        self.request.method = method
+        self.request.uri = b"/app/page?q=1"
+        self.request.clientproto = b"HTTP/1.1"
+        self.request.prepath = [b"app"]
+        self.request.postpath = [b"page"]
+        self.request.content = BytesIO()
+        self.request.requestHeaders.setRawHeaders(b"host", [b"example.com"])
+        self.outcome: list[str] = []
+        self.request.notifyFinish().addCallbacks(
+            lambda _: self.outcome.append("finished"),
+            lambda _: self.outcome.append("lost"),
+        )
+
+    def serve(self, app: App, resource: type[Any] = WSGIResource) -> None:
+        """
+        Render the request with C{resource} (ours unless told) on C{app}.
+        """
+        result = resource(self.reactor, FakePool(), app).render(self.request)
+        assert result == NOT_DONE_YET
+
+    def raw(self) -> bytes:
+        """
+        All bytes written to the client so far.
+        """
+        return self.transport.written.getvalue()
+
+    def response(self) -> Response:
+        """
+        The response written to the client so far.
+        """
+        return parse_response(self.raw())
+
+    def waits(self) -> list[bool]:
+        """
+        For each hand-off in order, whether the pool thread waited for it.
+        """
+        return [hand_off.waited for hand_off in self.reactor.hand_offs]
+
+    def leave_before(self, index: int) -> None:
+        """
+        Make the client go away just before hand-off number C{index} runs.
+        """
+
+        def leave(current: int) -> None:
+            if current == index:
+                self.request.connectionLost(Failure(ConnectionDone()))
+
+        self.reactor.before_hand_off = leave
+
+
+class WSGITestCase(SynchronousTestCase):
+    """
+    Makes L{Exchange}s and checks, after each test, that no call handed to
+    the reactor raised.
+    """
+
+    def exchange(self, method: bytes = b"GET") -> Exchange:
+        exchange = Exchange(method)
+        self.addCleanup(lambda: self.assertEqual(exchange.reactor.unhandled, []))
+        return exchange
+
+
+class ListBodyTests(WSGITestCase):
+    """
+    Bodies that are lists or tuples: the last chunk goes with the finish.
+    """
+
+    def test_one_chunk(self) -> None:
+        """
+        A one-chunk list is answered in full with one hand-off, not waited for.
+        """
+        exchange = self.exchange()
+        headers = [*length(b"hello"), ("X-Custom", "yes")]
+        exchange.serve(simple_app([b"hello"], headers))
+        response = exchange.response()
+        self.assertEqual(response.status, b"HTTP/1.1 200 OK")
+        self.assertEqual(response.headers[b"content-type"], [b"text/plain"])
+        self.assertEqual(response.headers[b"content-length"], [b"5"])
+        self.assertEqual(response.headers[b"x-custom"], [b"yes"])
+        self.assertNotIn(b"transfer-encoding", response.headers)
+        self.assertEqual(exchange.raw().partition(b"\r\n\r\n")[2], b"hello")
+        self.assertEqual(exchange.outcome, ["finished"])
+        self.assertEqual(exchange.request.finish_calls, 1)
+        self.assertEqual(exchange.waits(), [False])
+
+    def test_stock_resource_needs_two_hand_offs(self) -> None:
+        """
+        Twisted's own resource, on the same app, waits for a write and then
+        hands off the finish: the count above is a real difference.
+        """
+        exchange = self.exchange()
+        exchange.serve(simple_app([b"hello"], length(b"hello")), stock.WSGIResource)
+        self.assertEqual(exchange.response().body, b"hello")
+        self.assertEqual(exchange.waits(), [True, False])
+
+    def test_three_chunks(self) -> None:
+        """
+        The first chunks are written while the pool thread waits; the last
+        is written by the one hand-off that finishes the request.
+        """
+        exchange = self.exchange()
+        chunks = [b"one", b"two", b"three"]
+        exchange.serve(simple_app(chunks, length(*chunks)))
+        response = exchange.response()
+        self.assertEqual(response.body, b"onetwothree")
+        self.assertTrue(response.complete)
+        self.assertEqual(exchange.outcome, ["finished"])
+        self.assertEqual(exchange.waits(), [True, True, False])
+        wrote = [hand_off.wrote for hand_off in exchange.reactor.hand_offs]
+        self.assertTrue(wrote[0].endswith(b"\r\n\r\none"))
+        self.assertEqual(wrote[1:], [b"two", b"three"])
+        self.assertEqual(exchange.reactor.hand_offs[-1].name, "_finish")
+
+    def test_tuple(self) -> None:
+        """
+        A tuple body is sent like a list: waited writes, then the last chunk
+        with the finish.
+        """
+        exchange = self.exchange()
+        chunks = (b"one", b"two")
+        exchange.serve(simple_app(chunks, length(*chunks)))
+        self.assertEqual(exchange.response().body, b"onetwo")
+        self.assertEqual(exchange.outcome, ["finished"])
+        self.assertEqual(exchange.waits(), [True, False])
+        self.assertEqual(exchange.reactor.hand_offs[-1].wrote, b"two")
+
+    def test_empty(self) -> None:
+        """
+        An empty list sends the headers and an empty body, in one hand-off.
+        """
+        exchange = self.exchange()
+        exchange.serve(simple_app([], length()))
+        response = exchange.response()
+        self.assertEqual(response.status, b"HTTP/1.1 200 OK")
+        self.assertEqual(response.headers[b"content-length"], [b"0"])
+        self.assertEqual(exchange.raw().partition(b"\r\n\r\n")[2], b"")
+        self.assertEqual(exchange.outcome, ["finished"])
+        self.assertEqual(exchange.waits(), [False])
+
+    def test_empty_chunks(self) -> None:
+        """
+        Empty chunks cost no hand-off, first or last.
+        """
+        exchange = self.exchange()
+        exchange.serve(simple_app([b"", b"hello", b""], length(b"hello")))
+        self.assertEqual(exchange.response().body, b"hello")
+        self.assertEqual(exchange.outcome, ["finished"])
+        self.assertEqual(exchange.waits(), [True, False])
+
+    def test_write_callable_then_list(self) -> None:
+        """
+        Bytes given to C{start_response}'s C{write} come first, with the
+        headers sent once.
+        """
+
+        def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+            write = start_response("200 OK", length(b"head", b"tail"))
+            write(b"head")
+            return [b"tail"]
+
+        exchange = self.exchange()
+        exchange.serve(app)
+        self.assertEqual(exchange.raw().count(b"HTTP/1.1"), 1)
+        self.assertEqual(exchange.response().body, b"headtail")
+        self.assertEqual(exchange.outcome, ["finished"])
+        self.assertEqual(exchange.waits(), [True, False])
+
+    def test_head(self) -> None:
+        """
+        A HEAD request gets the app's headers, Content-Length included, and
+        no body.
+        """
+        exchange = self.exchange(b"HEAD")
+        exchange.serve(simple_app([b"hello"], length(b"hello")))
+        body = exchange.raw().partition(b"\r\n\r\n")[2]
+        response = exchange.response()
+        self.assertEqual(response.status, b"HTTP/1.1 200 OK")
+        self.assertEqual(response.headers[b"content-length"], [b"5"])
+        self.assertEqual(body, b"")
+        self.assertEqual(exchange.outcome, ["finished"])
+        self.assertEqual(exchange.waits(), [False])
+
+
+class StreamingTests(WSGITestCase):
+    """
+    Bodies that do not say how many chunks are left are streamed as
+    Twisted streams them.
+    """
+
+    def test_generator(self) -> None:
+        """
+        Each chunk of a generator reaches the transport before the generator
+        is resumed for the next one.
+        """
+        exchange = self.exchange()
+        seen: list[bool] = []
+
+        def chunks() -> Iterator[bytes]:
+            for chunk in [b"one", b"two", b"three"]:
+                yield chunk
+                seen.append(exchange.raw().endswith(chunk + b"\r\n"))
+
+        exchange.serve(simple_app(chunks(), [("Content-Type", "text/plain")]))
+        response = exchange.response()
+        self.assertEqual(seen, [True, True, True])
+        self.assertEqual(response.headers[b"transfer-encoding"], [b"chunked"])
+        self.assertEqual(response.body, b"onetwothree")
+        self.assertTrue(response.complete)
+        self.assertEqual(exchange.outcome, ["finished"])
+        self.assertEqual(exchange.waits(), [True, True, True, False])
+        self.assertEqual(exchange.reactor.hand_offs[-1].wrote, b"0\r\n\r\n")
+
+    def test_other_iterator(self) -> None:
+        """
+        An iterator other than a list's or a tuple's (here a map) is streamed
+        too: every chunk is a waited write.
+        """
+        exchange = self.exchange()
+        chunks = [b"one", b"two"]
+        exchange.serve(simple_app(map(bytes, chunks), length(*chunks)))
+        self.assertEqual(exchange.response().body, b"onetwo")
+        self.assertEqual(exchange.outcome, ["finished"])
+        self.assertEqual(exchange.waits(), [True, True, False])
+
+
+class CloseTests(WSGITestCase):
+    """
+    The body's C{close} is called once, whatever the body.
+    """
+
+    def test_list(self) -> None:
+        """
+        A list body is closed once, before the request is finished.
+        """
+        exchange = self.exchange()
+        body = Body([b"one", b"two"], exchange.events)
+        exchange.serve(simple_app(body, length(b"one", b"two")))
+        self.assertEqual(exchange.response().body, b"onetwo")
+        self.assertEqual(body.close_calls, 1)
+        self.assertEqual(exchange.events, ["close", "finish"])
+        self.assertEqual(exchange.waits(), [True, False])
+
+    def test_generator(self) -> None:
+        """
+        A streamed body is closed once, before the request is finished.
+        """
+        exchange = self.exchange()
+        body = Body((chunk for chunk in [b"one", b"two"]), exchange.events)
+        exchange.serve(simple_app(body, length(b"one", b"two")))
+        self.assertEqual(exchange.response().body, b"onetwo")
+        self.assertEqual(body.close_calls, 1)
+        self.assertEqual(exchange.events, ["close", "finish"])
+
+    def test_client_gone(self) -> None:
+        """
+        A body whose client went away is still closed once.
+        """
+        exchange = self.exchange()
+        body = Body([b"one", b"two", b"three"], exchange.events)
+        exchange.leave_before(1)
+        exchange.serve(simple_app(body, length(b"one", b"two", b"three")))
+        self.assertEqual(body.close_calls, 1)
+        self.assertEqual(exchange.events, ["close"])
+
+
+class ErrorTests(WSGITestCase):
+    """
+    Application errors are logged and end the response.
+    """
+
+    def test_before_start_response(self) -> None:
+        """
+        An application that raises before anything is written gets a 500,
+        and the request is finished.
+        """
+
+        def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+            raise Boom()
+
+        exchange = self.exchange()
+        exchange.serve(app)
+        response = exchange.response()
+        self.assertEqual(response.status, b"HTTP/1.1 500 Internal Server Error")
+        self.assertTrue(response.complete)
+        self.assertEqual(exchange.outcome, ["finished"])
+        self.assertEqual(exchange.request.finish_calls, 1)
+        self.assertEqual(len(self.flushLoggedErrors(Boom)), 1)
+
+    def test_after_start_response(self) -> None:
+        """
+        Headers given to C{start_response} are dropped when the application
+        raises before writing: the client gets a plain 500.
+        """
+
+        def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+            start_response("200 OK", [("X-Custom", "yes")])
+            raise Boom()
+
+        exchange = self.exchange()
+        exchange.serve(app)
+        response = exchange.response()
+        self.assertEqual(response.status, b"HTTP/1.1 500 Internal Server Error")
+        self.assertNotIn(b"x-custom", response.headers)
+        self.assertEqual(exchange.outcome, ["finished"])
+        self.assertEqual(len(self.flushLoggedErrors(Boom)), 1)
+
+    def test_after_first_chunk(self) -> None:
+        """
+        A generator that raises after its first chunk was written loses the
+        connection: no 500, no finish.
+        """
+
+        def chunks() -> Iterator[bytes]:
+            yield b"one"
+            raise Boom()
+
+        exchange = self.exchange()
+        exchange.serve(simple_app(chunks(), [("Content-Type", "text/plain")]))
+        response = exchange.response()
+        self.assertEqual(response.status, b"HTTP/1.1 200 OK")
+        self.assertEqual(response.body, b"one")
+        self.assertFalse(response.complete)
+        self.assertNotIn(b"500", exchange.raw())
+        self.assertTrue(exchange.transport.disconnected)
+        self.assertEqual(exchange.request.finish_calls, 0)
+        self.assertEqual(len(self.flushLoggedErrors(Boom)), 1)
+
+    def test_client_gone(self) -> None:
+        """
+        An application that raises after its client went away is logged,
+        and nothing is written or finished.
+        """
+
+        def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+            raise Boom()
+
+        exchange = self.exchange()
+        exchange.leave_before(0)
+        exchange.serve(app)
+        self.assertEqual(exchange.raw(), b"")
+        self.assertEqual(exchange.outcome, ["lost"])
+        self.assertEqual(exchange.request.finish_calls, 0)
+        self.assertEqual(len(self.flushLoggedErrors(Boom)), 1)
+
+    def test_bad_last_chunk(self) -> None:
+        """
+        A last chunk that cannot be written (a str, not bytes) is logged as
+        an application error and ends the response, as Twisted's resource
+        does, instead of raising in the reactor and leaving the client
+        waiting.
+        """
+        exchange = self.exchange()
+        chunks = ["hello"]  # str, not bytes: an application bug
+        exchange.serve(simple_app(chunks, length(b"hello")))  # type: ignore[arg-type]
+        ended = exchange.transport.disconnected or exchange.outcome == ["finished"]
+        self.assertTrue(ended, "the response was neither finished nor cut")
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+
+class ClientGoneTests(WSGITestCase):
+    """
+    A client that went away gets nothing more, and the request is not
+    finished.
+    """
+
+    def test_before_final_hand_off(self) -> None:
+        """
+        When the client leaves just before the one hand-off of a one-chunk
+        list, that hand-off neither writes nor finishes nor raises.
+        """
+        exchange = self.exchange()
+        exchange.leave_before(0)
+        exchange.serve(simple_app([b"hello"], length(b"hello")))
+        self.assertEqual(exchange.raw(), b"")
+        self.assertEqual(exchange.outcome, ["lost"])
+        self.assertEqual(exchange.request.finish_calls, 0)
+        self.assertEqual(exchange.waits(), [False])
+
+    def test_during_list(self) -> None:
+        """
+        When the client leaves after the first of three chunks, the rest is
+        neither written nor finished, and the body is not iterated further.
+        """
+        exchange = self.exchange()
+        exchange.leave_before(1)
+        chunks = [b"one", b"two", b"three"]
+        exchange.serve(simple_app(chunks, length(*chunks)))
+        self.assertEqual(exchange.response().body, b"one")
+        self.assertEqual(exchange.outcome, ["lost"])
+        self.assertEqual(exchange.request.finish_calls, 0)
+        self.assertEqual(exchange.waits(), [True, True, False])
+        self.assertEqual([h.wrote for h in exchange.reactor.hand_offs[1:]], [b"", b""])
+
+    def test_inside_app(self) -> None:
+        """
+        When the client leaves while the application runs, the response is
+        dropped without a write or a finish.
+        """
+        exchange = self.exchange()
+
+        def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+            start_response("200 OK", length(b"hello"))
+            exchange.request.connectionLost(Failure(ConnectionDone()))
+            return [b"hello"]
+
+        exchange.serve(app)
+        self.assertEqual(exchange.raw(), b"")
+        self.assertEqual(exchange.outcome, ["lost"])
+        self.assertEqual(exchange.request.finish_calls, 0)
