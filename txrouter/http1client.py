@@ -249,11 +249,7 @@ class HTTP1Connection(Protocol):
             if status == 101:
                 raise BadResponse("unexpected 101 Switching Protocols")
             return True  # an interim response: the real one follows
-        self._reusable = version == b"HTTP/1.1" and not any(
-            name.lower() == b"connection"
-            and b"close" in (t.strip().lower() for t in value.split(b","))
-            for name, value in headers
-        )
+        self._reusable = version == b"HTTP/1.1"
         framing = self._framing(status, headers)
         assert self._receiver is not None
         self._receiver.response_started(status, reason, headers)
@@ -274,10 +270,9 @@ class HTTP1Connection(Protocol):
     def _framing(self, status: int, headers: list[tuple[bytes, bytes]]) -> int | None:
         """
         How the body is delimited: L{None} for no body, -1 chunked, -2 until
-        close, else its length.
+        close, else its length. A C{Connection: close} makes the connection
+        not reusable.
         """
-        if self._head_request or status in (204, 304):
-            return None
         lengths: set[bytes] = set()
         codings: list[bytes] = []
         for name, value in headers:
@@ -286,6 +281,12 @@ class HTTP1Connection(Protocol):
                 lengths.update(v.strip() for v in value.split(b","))
             elif lower == b"transfer-encoding":
                 codings += [c.strip().lower() for c in value.split(b",")]
+            elif lower == b"connection" and b"close" in (
+                t.strip().lower() for t in value.split(b",")
+            ):
+                self._reusable = False
+        if self._head_request or status in (204, 304):
+            return None
         if codings:
             # Only chunked can be undone here: a body in another transfer
             # coding would reach the client still encoded.
