@@ -157,6 +157,11 @@ class RecordingRequest(Request):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.channel.site.requests.append(self)
+        self.producers_registered = 0
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producers_registered += 1
+        super().registerProducer(producer, streaming)
 
 
 class Client:
@@ -947,11 +952,25 @@ class BackPressureTests(SynchronousTestCase):
         request = world.site.requests[0]
         self.assertIsNone(request.producer)
         world.upstream().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        self.assertEqual(request.producers_registered, 1)
         self.assertIsNotNone(request.producer)
         self.assertTrue(request.streamingProducer)
         world.upstream().respond(b"cd")
         self.assertIsNone(request.producer)
         self.assertEqual(request.finished, 1)
+
+    def test_whole_body_with_head(self) -> None:
+        """
+        A body that arrived together with its head is relayed without a
+        producer: there is nothing left to pause.
+        """
+        world = World(self)
+        client = world.request(get(b"/api/x"))
+        world.upstream().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd")
+        request = world.site.requests[0]
+        self.assertEqual(request.producers_registered, 0)
+        self.assertEqual(request.finished, 1)
+        self.assertEqual(client.response()[2], b"abcd")
 
     def test_slow_client_pauses_upstream(self) -> None:
         """

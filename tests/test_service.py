@@ -13,10 +13,11 @@ from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.test.requesthelper import DummyChannel, DummyRequest
+from twisted.web.test.requesthelper import DummyChannel
 
 from txrouter.config import load_config
 from txrouter.service import build_service
+from txrouter.site import RouterRequest, RouterSite
 
 
 class ThreadingMemoryReactor(MemoryReactorClock):
@@ -37,6 +38,19 @@ class ThreadingMemoryReactor(MemoryReactorClock):
     def run_thread_calls(self, wait: float = 10.0) -> None:
         f, args = self.from_threads.get(timeout=wait)
         f(*args)
+
+
+def request_in_flight(site: RouterSite) -> RouterRequest:
+    """
+    A request of C{site} that has been routed and not answered yet.
+    """
+    channel = DummyChannel()
+    channel.site = site
+    channel.transport = StringTransport()
+    request = RouterRequest(channel)
+    request.site = site
+    site.getResourceFor(request)
+    return request
 
 
 def make_tree(tmp: Path, drain_timeout: int = 30) -> tuple[Any, ThreadingMemoryReactor]:
@@ -90,8 +104,7 @@ class LifecycleTests(SynchronousTestCase):
         top.startService()
         site = top.site
         pool = top.getServiceNamed("threadpool").pool
-        request = DummyRequest([b""])
-        site.getResourceFor(request)
+        request = request_in_flight(site)
 
         stopped = top.stopService()
         self.assertNoResult(stopped)
@@ -112,10 +125,7 @@ class LifecycleTests(SynchronousTestCase):
         top, reactor = make_tree(Path(self.mktemp()), drain_timeout=5)
         top.privilegedStartService()
         top.startService()
-        request = DummyRequest([b""])
-        request.channel = DummyChannel()
-        request.channel.transport = StringTransport()
-        top.site.getResourceFor(request)
+        request = request_in_flight(top.site)
 
         stopped = top.stopService()
         reactor.advance(4.9)

@@ -55,6 +55,12 @@ _RESPONSE_OWN = frozenset({b"server", b"date"})
 # To a worker the client's Host goes unchanged, so only framing is ours.
 _WORKER_OWN = frozenset({b"content-length", b"expect"})
 
+# What each direction never copies, before the names a Connection header
+# lists are added.
+_NOT_UPSTREAM = _HOP_BY_HOP | _REQUEST_OWN | _FORWARDING
+_NOT_TO_WORKER = _HOP_BY_HOP | _WORKER_OWN
+_NOT_DOWNSTREAM = _HOP_BY_HOP | _RESPONSE_OWN
+
 
 class UnsafePath(ValueError):
     """
@@ -148,7 +154,7 @@ def upstream_headers(incoming: Headers, forwarding: Forwarding, host: bytes) -> 
 
     @param host: the C{Host} header to send.
     """
-    dropped = _HOP_BY_HOP | _REQUEST_OWN | _FORWARDING | _connection_tokens(incoming)
+    dropped = _NOT_UPSTREAM | _connection_tokens(incoming)
     outgoing = [(b"Host", host)]
     for name, values in incoming.getAllRawHeaders():
         if name.lower() not in dropped:
@@ -195,7 +201,7 @@ def worker_headers(
     @param request_facts: C{client}, C{client-port}, C{scheme} and
         C{server-port}.
     """
-    dropped = _HOP_BY_HOP | _WORKER_OWN | _connection_tokens(incoming)
+    dropped = _NOT_TO_WORKER | _connection_tokens(incoming)
     outgoing: Pairs = []
     for name, values in incoming.getAllRawHeaders():
         lower = name.lower()
@@ -216,7 +222,7 @@ def downstream_headers(incoming: Pairs, outgoing: Headers) -> None:
     not copied from a response that was chunked: Twisted frames the body
     for the client anew.
     """
-    dropped = _HOP_BY_HOP | _RESPONSE_OWN | _listed_in_connection(incoming)
+    dropped = _NOT_DOWNSTREAM | _listed_in_connection(incoming)
     if any(name.lower() == b"transfer-encoding" for name, _ in incoming):
         dropped |= {b"content-length"}
     for name, value in incoming:

@@ -117,6 +117,8 @@ class HTTP1Connection(Protocol):
 
     @ivar key: the pool key it belongs to.
     @ivar served: responses completed on it so far.
+    @ivar body_buffered: once the head of a response has arrived, whether
+        its whole body has arrived with it.
     """
 
     def __init__(self, pool: ConnectionPool, key: Any) -> None:
@@ -131,6 +133,7 @@ class HTTP1Connection(Protocol):
         self._received_any = False
         self._reusable = False
         self._head_request = False
+        self.body_buffered = False
         self._lost = False
         self._paused = False
         self._uploading = False
@@ -251,6 +254,9 @@ class HTTP1Connection(Protocol):
             return True  # an interim response: the real one follows
         self._reusable = version == b"HTTP/1.1"
         framing = self._framing(status, headers)
+        # Known before the receiver hears of the head, so that it can skip
+        # flow control for a body that is already here.
+        self.body_buffered = framing is None or 0 <= framing <= len(self._buffer)
         assert self._receiver is not None
         self._receiver.response_started(status, reason, headers)
         if framing is None:

@@ -164,6 +164,7 @@ class _Exchange:
         self.connection: HTTP1Connection | None = None
         self.timer: IDelayedCall | None = None
         self.started = False
+        self.producing = False
         self.retried = False
         self.client_gone = False
 
@@ -318,9 +319,11 @@ class _Exchange:
         # Content-Type where the upstream sent none.
         request.defaultContentType = None
         downstream_headers(headers, request.responseHeaders)
-        if self.connection is not None:
+        connection = self.connection
+        if connection is not None and not connection.body_buffered:
             # A slow client pauses reading from the upstream.
-            request.registerProducer(self.connection, True)
+            request.registerProducer(connection, True)
+            self.producing = True
 
     def response_body(self, data: bytes) -> None:
         self.request.write(data)
@@ -329,7 +332,8 @@ class _Exchange:
         self.connection = None
         self._release()
         request = self.request
-        request.unregisterProducer()
+        if self.producing:
+            request.unregisterProducer()
         request.finish()
 
     def response_failed(self, why: str, stale: bool) -> None:
@@ -338,7 +342,7 @@ class _Exchange:
         upstream = self.upstream
         self._release()
         request = self.request
-        if self.started:
+        if self.producing:
             request.unregisterProducer()
         if self.client_gone or upstream is None:
             return

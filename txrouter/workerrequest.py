@@ -16,7 +16,8 @@ import hmac
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.web.server import Request
+
+from txrouter.site import RouterRequest
 
 __all__ = ["WorkerRequest", "worker_application", "worker_request_factory"]
 
@@ -25,7 +26,7 @@ _PREFIX = b"x-txrouter-"
 _PROTOCOL_KEY = "HTTP_X_TXROUTER_PROTOCOL"
 
 
-class WorkerRequest(Request):
+class WorkerRequest(RouterRequest):
     """
     A request received from the router, speaking for its client.
     """

@@ -1,0 +1,129 @@
+"""
+Tests for L{txrouter.site}: the site counts the requests in flight through
+its own request class, which also answers C{isSecure} for the connection.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import directlyProvides
+
+from txrouter.site import RouterRequest, RouterSite
+
+
+class Hold(Resource):
+    """
+    A resource that keeps every request open, for the test to answer.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[RouterRequest] = []
+
+    def render_GET(self, request: RouterRequest) -> int:
+        self.requests.append(request)
+        return NOT_DONE_YET
+
+
+class TLSTransport(StringTransport):
+    """
+    A transport that says it is TLS, as Twisted's TLS transports do.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        directlyProvides(self, ISSLTransport)
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+
+def connect(site: RouterSite, transport: StringTransport) -> object:
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: example.test\r\n\r\n")
+    return channel
+
+
+class InFlightTests(SynchronousTestCase):
+    """
+    A request is in flight from routing until it is finished or its client
+    goes away; draining waits for exactly that.
+    """
+
+    def setUp(self) -> None:
+        self.resource = Hold()
+        self.site = RouterSite(self.resource, MemoryReactorClock(), None)
+
+    def test_request_class(self) -> None:
+        """
+        The site's requests are L{RouterRequest}s.
+        """
+        connect(self.site, StringTransport())
+        [request] = self.resource.requests
+        self.assertIsInstance(request, RouterRequest)
+
+    def test_finished(self) -> None:
+        """
+        Finishing a request takes it out of flight and ends a drain.
+        """
+        connect(self.site, StringTransport())
+        [request] = self.resource.requests
+        self.assertEqual(self.site.in_flight, {request})
+        drained = self.site.drain(30)
+        self.assertNoResult(drained)
+        request.finish()
+        self.assertEqual(self.site.in_flight, set())
+        self.successResultOf(drained)
+
+    def test_client_gone(self) -> None:
+        """
+        A request whose client went away is no longer in flight.
+        """
+        channel = connect(self.site, StringTransport())
+        drained = self.site.drain(30)
+        channel.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
+        self.assertEqual(self.site.in_flight, set())
+        self.successResultOf(drained)
+
+
+class SecureTests(SynchronousTestCase):
+    """
+    L{RouterRequest.isSecure} tells whether the connection is TLS.
+    """
+
+    def request_over(self, transport: StringTransport) -> RouterRequest:
+        resource = Hold()
+        site = RouterSite(resource, MemoryReactorClock(), None)
+        connect(site, transport)
+        [request] = resource.requests
+        return request
+
+    def test_plain(self) -> None:
+        """
+        A plain TCP connection is not secure.
+        """
+        self.assertFalse(self.request_over(StringTransport()).isSecure())
+
+    def test_tls(self) -> None:
+        """
+        A TLS connection is secure.
+        """
+        self.assertTrue(self.request_over(TLSTransport()).isSecure())
+
+    def test_after_finish(self) -> None:
+        """
+        A finished request has no channel any more; it is not secure.
+        """
+        request = self.request_over(TLSTransport())
+        request.finish()
+        self.assertFalse(request.isSecure())
