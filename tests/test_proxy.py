@@ -22,6 +22,7 @@ from twisted.internet.error import ConnectionAborted, ConnectionDone, Connection
 from twisted.internet.interfaces import ISSLTransport, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -795,18 +796,66 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(world.in_flight(), {"a": 0})
         self.assertEqual(world.upstreams["a"].down_until, 0.0)
 
-    def test_no_timeout_after_headers(self) -> None:
+    def test_slow_body_within_timeout(self) -> None:
         """
-        Once the response headers arrived, the timeout no longer applies.
+        Once the headers arrived, C{timeout} is the longest wait between two
+        reads of the body: a body that keeps coming takes as long as it
+        takes.
+        """
+        world = World(self, timeout=30)
+        client = world.request(get(b"/api/x"))
+        world.upstream().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\na")
+        for piece in (b"b", b"c", b"d"):
+            world.reactor.advance(20)
+            world.upstream().respond(piece)
+        status, _, body = client.response()
+        self.assertEqual((status, body), (b"HTTP/1.1 200 OK", b"abcd"))
+        self.assertFalse(world.upstream().transport.aborted)
+        timers = [
+            call
+            for call in world.reactor.getDelayedCalls()
+            if getattr(call.func, "__name__", "") in ("_stalled", "_time_out")
+        ]
+        self.assertEqual(timers, [])
+
+    def test_stalled_body(self) -> None:
+        """
+        A body that stops for C{timeout} seconds has both connections
+        aborted (the status was already sent, so no 504 is possible), with
+        a log line naming the route and upstream.
+        """
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        world = World(self, timeout=30)
+        client = world.request(get(b"/api/x"))
+        world.upstream().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        world.reactor.advance(29)
+        self.assertFalse(client.transport.aborted)
+        world.reactor.advance(1)
+        self.assertTrue(client.transport.aborted)
+        self.assertTrue(world.upstream().transport.aborted)
+        self.assertEqual(client.response()[2], b"ab")
+        self.assertEqual(world.in_flight(), {"a": 0})
+        messages = [formatEvent(e) for e in events]
+        self.assertTrue(
+            any("no data for 30" in m and "failed" in m for m in messages), messages
+        )
+
+    def test_paused_client_is_not_a_stall(self) -> None:
+        """
+        While our own client is too slow to take more, the upstream is not
+        waited for, so its silence does not count.
         """
         world = World(self, timeout=30)
         client = world.request(get(b"/api/x"))
         world.upstream().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
-        world.reactor.advance(60)
+        client.transport.producer.pauseProducing()
+        world.reactor.advance(90)
+        self.assertFalse(client.transport.aborted)
+        client.transport.producer.resumeProducing()
         world.upstream().respond(b"cd")
-        status, _, body = client.response()
-        self.assertEqual((status, body), (b"HTTP/1.1 200 OK", b"abcd"))
-        self.assertFalse(world.upstream().transport.aborted)
+        self.assertEqual(client.response()[2], b"abcd")
 
     MALFORMED = [
         b"garbage\r\n\r\n",
@@ -918,7 +967,12 @@ class ClientGoneTests(SynchronousTestCase):
         self.assertTrue(world.upstream().transport.aborted)
         self.assertEqual(world.in_flight(), {"a": 0})
         self.assertEqual(client.transport.value(), b"")
-        self.assertEqual(world.reactor.getDelayedCalls(), [])
+        timers = [
+            call
+            for call in world.reactor.getDelayedCalls()
+            if getattr(call.func, "__name__", "") in ("_stalled", "_time_out")
+        ]
+        self.assertEqual(timers, [])
 
     def test_during_body(self) -> None:
         """

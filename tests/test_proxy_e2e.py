@@ -553,6 +553,28 @@ routes:
         gate.set()
         self.assertEqual(response.read(), b"second chunk\n")
 
+    def test_stalled_body_aborts_client(self) -> None:
+        """
+        A body that stops for the route's C{timeout} (1 s on /short/) ends
+        the client's connection after what had arrived, instead of leaving
+        the client waiting for bytes that will not come.
+        """
+        gate = self.upstream.stream_gate
+        gate.clear()
+        self.addCleanup(gate.set)
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request("GET", "/short/stream")
+        response = conn.getresponse()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.readline(), b"first chunk\n")
+        started = time.monotonic()
+        # Aborted: a reset, or a close, depending on what was buffered.
+        with self.assertRaises((ConnectionResetError, http.client.IncompleteRead)):
+            response.read()
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertServing()
+
     def test_slow_client_pauses_upstream(self) -> None:
         """
         A client that stops reading pauses the upstream: of a 256 MiB answer

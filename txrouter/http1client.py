@@ -385,6 +385,13 @@ class HTTP1Connection(Protocol):
     def stopProducing(self) -> None:
         self.abort()
 
+    @property
+    def paused(self) -> bool:
+        """
+        Whether reading is paused because the receiver's consumer is full.
+        """
+        return self._paused
+
 
 class _Limited:
     """

@@ -6,7 +6,8 @@ connection, send the request (body re-framed with C{Content-Length},
 forwarding headers set by us), then stream the response back as it arrives,
 pausing the upstream while the client is slow. Failures answer for this
 route only: 502 when no upstream could be reached or the answer was broken,
-504 when none came within the route's C{timeout}. A connection that could
+504 when none came within the route's C{timeout} (and the client's connection
+is aborted when a body then stalls that long). A connection that could
 not be made is retried on the route's next upstream (nothing was sent yet).
 """
 
@@ -79,7 +80,8 @@ class ProxySettings:
     What a proxy route needs besides its upstreams.
 
     @ivar name: the route, for logs (C{routes.yaml:12: routes['/api/']}).
-    @ivar timeout: seconds to wait for the response headers once sent.
+    @ivar timeout: seconds to wait for the response headers once sent, and
+        at most between two reads of the body.
     @ivar preserve_host: pass the client's C{Host} on, rather than the
         upstream's own.
     @ivar trusted: peers whose forwarding headers are extended.
@@ -324,11 +326,32 @@ class _Exchange:
             # A slow client pauses reading from the upstream.
             request.registerProducer(connection, True)
             self.producing = True
+            self.timer = self.resource.reactor.callLater(
+                self.resource.settings.timeout, self._stalled
+            )
 
     def response_body(self, data: bytes) -> None:
+        if self.timer is not None:
+            self.timer.reset(self.resource.settings.timeout)
         self.request.write(data)
 
+    def _stalled(self) -> None:
+        """
+        The body has not moved for C{timeout} seconds.
+        """
+        timeout = self.resource.settings.timeout
+        connection = self.connection
+        if connection is not None and connection.paused:
+            # Waiting for our own slow client, not for the upstream.
+            self.timer = self.resource.reactor.callLater(timeout, self._stalled)
+            return
+        self.timer = None
+        if connection is not None:
+            connection.abort()
+        self.response_failed(f"no data for {timeout}s in the middle of the body", False)
+
     def response_done(self) -> None:
+        self._stop_timer()
         self.connection = None
         self._release()
         request = self.request
