@@ -6,6 +6,7 @@ ports, and L{Txrouter}, a real C{twistd txrouter} process.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import http.client
 import os
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 __all__ = [
@@ -44,6 +45,40 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def settled(
+    progress: Callable[[], int], still: float = 1.0, deadline: float = 30.0
+) -> int:
+    """
+    Poll C{progress()} until it stops changing for C{still} seconds; return
+    its last value. Fail if it still changes after C{deadline} seconds.
+    """
+    last, since = progress(), time.monotonic()
+    give_up = since + deadline
+    while time.monotonic() - since < still:
+        if time.monotonic() > give_up:
+            raise AssertionError(f"still progressing after {deadline}s")
+        time.sleep(0.1)
+        now = progress()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def kill_workers(pids: Iterable[int]) -> None:
+    """
+    SIGKILL those of C{pids} that are still txrouter worker processes: the
+    router stops its workers, this makes sure after a failed test.
+    """
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if b"txrouter.worker" in cmdline.split(b"\0"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def free_port() -> int:

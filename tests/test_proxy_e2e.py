@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import Txrouter, free_port, wait_until
+from tests.support import Txrouter, free_port, settled, wait_until
 from tests.upstreams import Nginx, RecordingUpstream, big_body, sha256
 
 FIVE_MIB = 5 * 1024 * 1024
@@ -590,7 +590,7 @@ routes:
                 b"GET /api/flood?n=%d&tag=flood HTTP/1.1\r\nHost: x\r\n\r\n" % total
             )
             self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 200"))
-            sent = self.settled(lambda: self.upstream.sent.get("flood", 0))
+            sent = settled(lambda: self.upstream.sent.get("flood", 0))
             self.assertLess(sent, 64 * 1024 * 1024, "the router buffered the answer")
         wait_until(
             lambda: [r for r in self.upstream.dropped if "tag=flood" in r.target],
@@ -598,22 +598,6 @@ routes:
             10,
         )
         self.assertServing()
-
-    @staticmethod
-    def settled(progress: Any, still: float = 1.0, deadline: float = 30.0) -> int:
-        """
-        Poll C{progress()} until it stops changing for C{still} seconds.
-        """
-        last, since = progress(), time.monotonic()
-        give_up = since + deadline
-        while time.monotonic() - since < still:
-            if time.monotonic() > give_up:
-                raise AssertionError(f"still progressing after {deadline}s")
-            time.sleep(0.1)
-            now = progress()
-            if now != last:
-                last, since = now, time.monotonic()
-        return int(last)
 
     def test_big_request_body(self) -> None:
         """

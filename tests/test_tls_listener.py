@@ -9,12 +9,9 @@ C{X-Forwarded-Proto} and a C{Forwarded} element with C{proto=}.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import os
 import shutil
-import signal
 import ssl
 import tempfile
 from pathlib import Path
@@ -22,7 +19,7 @@ from typing import Any, ClassVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import Txrouter, free_port, wait_until
+from tests.support import Txrouter, free_port, kill_workers, wait_until
 from tests.upstreams import RecordingUpstream, _self_signed
 
 #: Answers with the WSGI environ facts a scheme shows in, and its process.
@@ -87,14 +84,6 @@ def _answers(port: int, path: str) -> bool:
         return False
 
 
-def _is_worker(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return b"txrouter.worker" in cmdline.split(b"\0")
-
-
 class TLSListenerTests(SynchronousTestCase):
     """
     A daemon with an C{ssl:} and a C{tcp:} listener serving an in-process
@@ -151,11 +140,7 @@ routes:
                 server.stop()
         finally:
             try:
-                # The router stops its workers; make sure, by their PIDs.
-                for pid in cls.workers:
-                    if _is_worker(pid):
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
+                kill_workers(cls.workers)
                 cls.upstream.stop()
             finally:
                 shutil.rmtree(cls.scratch, ignore_errors=True)

@@ -12,6 +12,7 @@ the bytes written. No threads, no sleeps.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -423,6 +424,110 @@ class StreamingTests(WSGITestCase):
         self.assertEqual(exchange.response().body, b"onetwo")
         self.assertEqual(exchange.outcome, ["finished"])
         self.assertEqual(exchange.waits(), [True, True, False])
+
+
+class BackPressureTests(WSGITestCase):
+    """
+    A streamed body is the request's streaming producer: while the client's
+    connection is full, the pool thread waits before its next chunk.
+    """
+
+    def test_registered_while_streaming(self) -> None:
+        """
+        From the first streamed chunk until the finish, the response is the
+        request's streaming producer; it is unregistered before the finish.
+        """
+        exchange = self.exchange()
+        producers: list[object] = []
+
+        def chunks() -> Iterator[bytes]:
+            yield b"one"
+            producers.append(exchange.request.producer)
+            yield b"two"
+
+        exchange.serve(simple_app(chunks(), [("Content-Type", "text/plain")]))
+        self.assertIsNotNone(producers[0])
+        self.assertTrue(exchange.request.streamingProducer)
+        self.assertIsNone(exchange.request.producer)
+        self.assertEqual(exchange.outcome, ["finished"])
+
+    def test_no_producer_for_a_list(self) -> None:
+        """
+        A one-chunk list body is handed over whole: no producer is needed.
+        """
+        exchange = self.exchange()
+        registered: list[object] = []
+        exchange.request.registerProducer = (  # type: ignore[method-assign]
+            lambda producer, streaming: registered.append(producer)
+        )
+        exchange.serve(simple_app([b"hello"], length(b"hello")))
+        self.assertEqual(registered, [])
+        self.assertEqual(exchange.response().body, b"hello")
+
+    def test_paused_client_holds_the_thread(self) -> None:
+        """
+        While the client's connection is paused the pool thread writes
+        nothing more; when it resumes, the rest follows.
+        """
+        exchange = self.exchange()
+        between = threading.Event()
+        go = threading.Event()
+
+        def chunks() -> Iterator[bytes]:
+            yield b"one"
+            between.set()
+            go.wait(10)
+            yield b"two"
+
+        app = simple_app(chunks(), [("Content-Type", "text/plain")])
+        thread = threading.Thread(target=exchange.serve, args=(app,), daemon=True)
+        thread.start()
+        self.assertTrue(between.wait(10))
+        exchange.request.producer.pauseProducing()
+        go.set()
+        # The thread now has "two" in hand; give it time to (wrongly) write.
+        thread.join(0.3)
+        self.assertTrue(thread.is_alive(), "the pool thread did not wait")
+        self.assertNotIn(b"two", exchange.raw())
+        exchange.request.producer.resumeProducing()
+        thread.join(10)
+        self.assertFalse(thread.is_alive())
+        self.assertEqual(exchange.response().body, b"onetwo")
+        self.assertEqual(exchange.outcome, ["finished"])
+
+    def test_client_gone_while_paused(self) -> None:
+        """
+        A client that goes away while paused releases the pool thread,
+        which stops producing and closes the body.
+        """
+        exchange = self.exchange()
+        between = threading.Event()
+        go = threading.Event()
+        events: list[str] = []
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield b"one"
+                between.set()
+                go.wait(10)
+                yield b"two"
+                yield b"three"
+            finally:
+                events.append("closed")
+
+        app = simple_app(chunks(), [("Content-Type", "text/plain")])
+        thread = threading.Thread(target=exchange.serve, args=(app,), daemon=True)
+        thread.start()
+        self.assertTrue(between.wait(10))
+        exchange.request.producer.pauseProducing()
+        go.set()
+        thread.join(0.3)  # the thread now waits with "two" in hand
+        exchange.request.connectionLost(Failure(ConnectionDone()))
+        thread.join(10)
+        self.assertFalse(thread.is_alive(), "the pool thread is still waiting")
+        self.assertNotIn(b"two", exchange.raw())
+        self.assertEqual(events, ["closed"])
+        self.assertEqual(exchange.outcome, ["lost"])
 
 
 class CloseTests(WSGITestCase):
