@@ -569,6 +569,23 @@ class CloseTests(WSGITestCase):
         self.assertEqual(body.close_calls, 1)
         self.assertEqual(exchange.events, ["close"])
 
+    def test_error_while_iterating(self) -> None:
+        """
+        A body whose iteration raises is still closed once (PEP 3333; Django
+        sends C{request_finished} from there).
+        """
+
+        def chunks() -> Iterator[bytes]:
+            yield b"one"
+            raise Boom()
+
+        exchange = self.exchange()
+        body = Body(chunks(), exchange.events)
+        exchange.serve(simple_app(body, [("Content-Type", "text/plain")]))
+        self.assertEqual(body.close_calls, 1)
+        self.assertTrue(exchange.transport.disconnected)
+        self.assertEqual(len(self.flushLoggedErrors(Boom)), 1)
+
 
 class ErrorTests(WSGITestCase):
     """

@@ -21,7 +21,8 @@ in memory. Here the response is the request's streaming producer, and while
 the client's connection is full the pool thread waits before producing the
 next chunk.
 
-The environ, C{start_response} and error handling are Twisted's own.
+The environ, C{start_response} and error handling are Twisted's own, except
+that the body's C{close()} is called after an error while iterating too.
 """
 
 from __future__ import annotations
@@ -81,10 +82,14 @@ class _Response(wsgi._WSGIResponse):
         """
         try:
             body = self.application(self.environ, self.startResponse)
-            last = self._write_all_but_last(body)
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
+            try:
+                last = self._write_all_but_last(body)
+            finally:
+                # PEP 3333: also after an error while iterating (Twisted
+                # skips it then, and Django's request_finished with it).
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
         except BaseException:
             self.reactor.callFromThread(self._failed, self.started, *exc_info())
         else:
