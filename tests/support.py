@@ -81,6 +81,26 @@ def kill_workers(pids: Iterable[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def stop_daemon(
+    server: Txrouter | None,
+    workers: Iterable[int],
+    scratch: Path,
+    *also: Callable[[], object],
+) -> None:
+    """
+    Stop C{server} (L{None} when it was never made), kill any of its
+    C{workers} still alive, call each of C{also}, and remove C{scratch}:
+    every step runs even when one before it failed.
+    """
+    with contextlib.ExitStack() as steps:
+        steps.callback(shutil.rmtree, scratch, ignore_errors=True)
+        for step in reversed(also):
+            steps.callback(step)
+        steps.callback(kill_workers, workers)
+        if server is not None:
+            steps.callback(server.stop)
+
+
 def free_port() -> int:
     """
     A TCP port on 127.0.0.1 that nothing listens on right now.

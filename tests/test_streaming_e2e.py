@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import shutil
 import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import ClassVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import Txrouter, kill_workers, settled, wait_until
+from tests.support import Txrouter, settled, stop_daemon, wait_until
 
 MIB = 1024 * 1024
 
@@ -160,16 +158,8 @@ routes:
 
     @classmethod
     def tearDownClass(cls) -> None:
-        try:
-            # Absent when setUpClass failed before making it.
-            server = getattr(cls, "server", None)
-            if server is not None:
-                server.stop()
-        finally:
-            try:
-                kill_workers(cls.workers)
-            finally:
-                shutil.rmtree(cls.scratch, ignore_errors=True)
+        # The server is absent when setUpClass failed before making it.
+        stop_daemon(getattr(cls, "server", None), cls.workers, cls.scratch)
 
     @classmethod
     def _saw_pid(cls, pid: bytes | str | None) -> int | None:
@@ -308,8 +298,8 @@ routes:
         mib = 32
         s, body = self.open_stream(route, tag, mib)
         with s:
-            time.sleep(0.5)  # long enough to fill the buffers and pause
-            self.assertLess(self.produced(tag), mib * MIB, "nothing was paused")
+            produced = settled(lambda: self.produced(tag), still=0.5, deadline=20)
+            self.assertLess(produced, mib * MIB, "nothing was paused")
             s.settimeout(30)
             parts = [body]
             received = len(body)

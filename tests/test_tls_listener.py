@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 import ssl
 import tempfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, ClassVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import Txrouter, free_port, kill_workers, wait_until
+from tests.support import Txrouter, free_port, stop_daemon, wait_until
 from tests.upstreams import RecordingUpstream, _self_signed
 
 #: Answers with the WSGI environ facts a scheme shows in, and its process.
@@ -133,17 +132,10 @@ routes:
 
     @classmethod
     def tearDownClass(cls) -> None:
-        try:
-            # Absent when setUpClass failed before making it.
-            server = getattr(cls, "server", None)
-            if server is not None:
-                server.stop()
-        finally:
-            try:
-                kill_workers(cls.workers)
-                cls.upstream.stop()
-            finally:
-                shutil.rmtree(cls.scratch, ignore_errors=True)
+        # The server is absent when setUpClass failed before making it.
+        stop_daemon(
+            getattr(cls, "server", None), cls.workers, cls.scratch, cls.upstream.stop
+        )
 
     def environ(self, path: str, secure: bool) -> dict[str, Any]:
         """

@@ -12,6 +12,7 @@ the bytes written. No threads, no sleeps.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from twisted.web import wsgi as stock
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.test.requesthelper import DummyChannel
 
+import txrouter.wsgi
+from tests.support import wait_until
 from txrouter.wsgi import WSGIResource
 
 StartResponse = Callable[..., Callable[[bytes], None]]
@@ -188,6 +191,25 @@ def length(*chunks: bytes) -> list[tuple[str, str]]:
     """
     size = sum(len(chunk) for chunk in chunks)
     return [("Content-Type", "text/plain"), ("Content-Length", str(size))]
+
+
+def waiting_for_client(thread: threading.Thread) -> bool:
+    """
+    Whether C{thread} is parked in L{txrouter.wsgi}'s wait for the client to
+    take more (an C{Event.wait} called from the response's C{write}).
+    """
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        caller = frame.f_back
+        if (
+            frame.f_code.co_name == "wait"
+            and caller is not None
+            and caller.f_code.co_name == "write"
+            and caller.f_code.co_filename == txrouter.wsgi.__file__
+        ):
+            return True
+        frame = caller
+    return False
 
 
 class Exchange:
@@ -485,9 +507,7 @@ class BackPressureTests(WSGITestCase):
         self.assertTrue(between.wait(10))
         exchange.request.producer.pauseProducing()
         go.set()
-        # The thread now has "two" in hand; give it time to (wrongly) write.
-        thread.join(0.3)
-        self.assertTrue(thread.is_alive(), "the pool thread did not wait")
+        wait_until(lambda: waiting_for_client(thread), "the pool thread to wait", 10)
         self.assertNotIn(b"two", exchange.raw())
         exchange.request.producer.resumeProducing()
         thread.join(10)
@@ -521,7 +541,7 @@ class BackPressureTests(WSGITestCase):
         self.assertTrue(between.wait(10))
         exchange.request.producer.pauseProducing()
         go.set()
-        thread.join(0.3)  # the thread now waits with "two" in hand
+        wait_until(lambda: waiting_for_client(thread), "the pool thread to wait", 10)
         exchange.request.connectionLost(Failure(ConnectionDone()))
         thread.join(10)
         self.assertFalse(thread.is_alive(), "the pool thread is still waiting")

@@ -126,6 +126,15 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
     return _listed_in_connection([(b"connection", value) for value in values])
 
 
+def _not_copied(always: frozenset[bytes], listed: set[bytes]) -> frozenset[bytes]:
+    """
+    The header names never copied (C{always}) plus those a C{Connection}
+    header C{listed}; with none listed, C{always} itself (no new set per
+    request).
+    """
+    return always | listed if listed else always
+
+
 def _node(address: str | None) -> str:
     if address is None:
         return "unknown"
@@ -154,7 +163,7 @@ def upstream_headers(incoming: Headers, forwarding: Forwarding, host: bytes) -> 
 
     @param host: the C{Host} header to send.
     """
-    dropped = _NOT_UPSTREAM | _connection_tokens(incoming)
+    dropped = _not_copied(_NOT_UPSTREAM, _connection_tokens(incoming))
     outgoing = [(b"Host", host)]
     for name, values in incoming.getAllRawHeaders():
         if name.lower() not in dropped:
@@ -201,7 +210,7 @@ def worker_headers(
     @param request_facts: C{client}, C{client-port}, C{scheme} and
         C{server-port}.
     """
-    dropped = _NOT_TO_WORKER | _connection_tokens(incoming)
+    dropped = _not_copied(_NOT_TO_WORKER, _connection_tokens(incoming))
     outgoing: Pairs = []
     for name, values in incoming.getAllRawHeaders():
         lower = name.lower()
@@ -222,7 +231,7 @@ def downstream_headers(incoming: Pairs, outgoing: Headers) -> None:
     not copied from a response that was chunked: Twisted frames the body
     for the client anew.
     """
-    dropped = _NOT_DOWNSTREAM | _listed_in_connection(incoming)
+    dropped = _not_copied(_NOT_DOWNSTREAM, _listed_in_connection(incoming))
     if any(name.lower() == b"transfer-encoding" for name, _ in incoming):
         dropped |= {b"content-length"}
     for name, value in incoming:
