@@ -45,7 +45,8 @@ import os
 
 def application(environ, start_response):
     seen = {k: v for k, v in environ.items() if isinstance(v, str)}
-    for key in ("wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once"):
+    flags = ("multithread", "multiprocess", "run_once", "input_terminated")
+    for key in ("wsgi." + flag for flag in flags):
         seen[key] = environ[key]
     seen["pid"] = os.getpid()
     seen["flavour"] = os.environ.get("TXROUTER_E2E_FLAVOUR")
@@ -545,6 +546,46 @@ hosts:
         seen = json.loads(answer)
         self.assertEqual(seen["length"], len(body))
         self.assertEqual(seen["sha256"], hashlib.sha256(body).hexdigest())
+
+    def test_chunked_post(self) -> None:
+        """
+        A chunked POST reaches Django whole both in the router process and
+        in a worker, and a WSGI app sees it the same way in both.
+        """
+        body = os.urandom(200_000)
+        digest = hashlib.sha256(body).hexdigest()
+        for path in ("/echo/", "/wiki/echo/"):
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            try:
+                connection.request(
+                    "POST",
+                    path,
+                    body=iter([body[:70_000], body[70_000:]]),
+                    headers={"Content-Type": "application/octet-stream"},
+                    encode_chunked=True,
+                )
+                response = connection.getresponse()
+                answer = response.read()
+            finally:
+                connection.close()
+            self.assertEqual(response.status, 200, answer[:500])
+            seen = json.loads(answer)
+            self.assertEqual((seen["length"], seen["sha256"]), (len(body), digest))
+        environs = {}
+        for prefix in ("/env/", "/env-here/"):
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            try:
+                connection.request(
+                    "POST", prefix, body=iter([b"abc", b"de"]), encode_chunked=True
+                )
+                response = connection.getresponse()
+                environs[prefix] = json.loads(response.read())
+            finally:
+                connection.close()
+        for seen in environs.values():
+            self.assertEqual(seen["CONTENT_LENGTH"], "5")
+            self.assertNotIn("HTTP_TRANSFER_ENCODING", seen)
+            self.assertIs(seen["wsgi.input_terminated"], True)
 
     def test_streaming(self) -> None:
         """

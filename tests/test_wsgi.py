@@ -20,10 +20,11 @@ from io import BytesIO
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import wsgi as stock
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.test.requesthelper import DummyChannel
 
 import txrouter.wsgi
@@ -751,3 +752,94 @@ class ClientGoneTests(WSGITestCase):
         self.assertEqual(exchange.raw(), b"")
         self.assertEqual(exchange.outcome, ["lost"])
         self.assertEqual(exchange.request.finish_calls, 0)
+
+
+class ImmediateReactor(MemoryReactorClock):
+    """
+    A memory reactor whose C{callFromThread} runs the call at once.
+    """
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        f(*args, **kw)
+
+
+def serve_raw(app: App, raw: bytes) -> bytes:
+    """
+    Feed C{raw} request bytes to a real C{HTTPChannel} of a C{Site} whose
+    root is our L{WSGIResource} on C{app}; return what the client got.
+    """
+    reactor = ImmediateReactor()
+    site = Site(WSGIResource(reactor, FakePool(), app), reactor=reactor)
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(raw)
+    return transport.value()  # type: ignore[no-any-return]
+
+
+def body_reporter(seen: dict[str, Any]) -> App:
+    """
+    An app that reads its body as Django does (C{CONTENT_LENGTH} bytes of
+    C{wsgi.input}) and keeps its environ and body in C{seen}.
+    """
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        seen.update(environ, body=environ["wsgi.input"].read(length))
+        start_response("204 No Content", [])
+        return []
+
+    return app
+
+
+class RequestBodyTests(SynchronousTestCase):
+    """
+    The request body as an application reads it, from real request bytes.
+    """
+
+    def test_chunked(self) -> None:
+        """
+        A chunked body reaches the app whole, described as a worker sees it
+        (the proxy engine re-frames it): C{CONTENT_LENGTH} is its length and
+        there is no C{HTTP_TRANSFER_ENCODING}.
+        """
+        seen: dict[str, Any] = {}
+        answer = serve_raw(
+            body_reporter(seen),
+            b"POST /echo HTTP/1.1\r\nHost: example.com\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n",
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 204 "), answer)
+        self.assertEqual(seen["body"], b"hello, world")
+        self.assertEqual(seen["CONTENT_LENGTH"], "12")
+        self.assertNotIn("HTTP_TRANSFER_ENCODING", seen)
+        self.assertIs(seen["wsgi.input_terminated"], True)
+
+    def test_content_length(self) -> None:
+        """
+        A body with a C{Content-Length} is read as it was sent, and the
+        input is terminated there too.
+        """
+        seen: dict[str, Any] = {}
+        serve_raw(
+            body_reporter(seen),
+            b"POST /echo HTTP/1.1\r\nHost: example.com\r\n"
+            b"Content-Length: 5\r\n\r\nhello",
+        )
+        self.assertEqual(seen["body"], b"hello")
+        self.assertEqual(seen["CONTENT_LENGTH"], "5")
+        self.assertIs(seen["wsgi.input_terminated"], True)
+
+    def test_empty_chunked(self) -> None:
+        """
+        A chunked body with no data is a C{CONTENT_LENGTH} of 0.
+        """
+        seen: dict[str, Any] = {}
+        serve_raw(
+            body_reporter(seen),
+            b"POST /echo HTTP/1.1\r\nHost: example.com\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        )
+        self.assertEqual(seen["body"], b"")
+        self.assertEqual(seen["CONTENT_LENGTH"], "0")

@@ -22,7 +22,9 @@ the client's connection is full the pool thread waits before producing the
 next chunk.
 
 The environ, C{start_response} and error handling are Twisted's own, except
-that the body's C{close()} is called after an error while iterating too.
+that the body's C{close()} is called after an error while iterating too, and
+that a request body that came chunked is described by its length (see
+L{_Response.__init__}).
 """
 
 from __future__ import annotations
@@ -54,6 +56,24 @@ class _Response(wsgi._WSGIResponse):
     # body never needs it), before the response becomes a producer.
     _flowing: Event | None = None
     _producing = False
+
+    def __init__(
+        self, reactor: Any, threadpool: Any, application: Any, request: Any
+    ) -> None:
+        super().__init__(reactor, threadpool, application, request)
+        environ: dict[str, Any] = self.environ
+        # twisted.web has read the whole body before the resource runs, so
+        # it is always terminated (PEP 3333's wsgi.input_terminated).
+        environ["wsgi.input_terminated"] = True
+        if environ.pop("HTTP_TRANSFER_ENCODING", None) is not None:
+            # A chunked body, already undone into request.content: Twisted
+            # leaves CONTENT_LENGTH empty and Django would read nothing.
+            # Describe it as a worker sees it (the proxy engine re-frames
+            # it with Content-Length): its length, no Transfer-Encoding.
+            content = request.content
+            content.seek(0, 2)
+            environ["CONTENT_LENGTH"] = str(content.tell())
+            content.seek(0)
 
     # -- IPushProducer, called in the reactor thread by the client's side
 
