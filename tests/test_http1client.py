@@ -12,17 +12,21 @@ no sockets, no real time.
 from __future__ import annotations
 
 import gc
+import socket
 from io import BytesIO
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import ISystemHandle
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
-from txrouter.http1client import ConnectionPool, HTTP1Connection
+from txrouter.http1client import ConnectionPool, HTTP1Connection, _socket_of
 
 KEY = ("tcp", "upstream.example", 8000)
 OTHER_KEY = ("tcp", "other.example", 8000)
@@ -156,6 +160,40 @@ class Transport(StringTransport):
     def write(self, data: bytes) -> None:
         self.writes.append(data)
         super().write(data)
+
+
+@implementer(ISystemHandle)
+class SocketTransport(Transport):
+    """
+    A L{Transport} whose system handle is one end of a real socket pair,
+    as a TCP or UNIX transport's is; the test writes into the other end.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handle, self.upstream = socket.socketpair()
+
+    def getHandle(self) -> socket.socket:
+        return self.handle
+
+    def close_sockets(self) -> None:
+        self.handle.close()
+        self.upstream.close()
+
+
+@implementer(ISystemHandle)
+class TLSLikeTransport(Transport):
+    """
+    A transport layered on another, as TLS is: its own handle is not a
+    socket, the one of the transport below is.
+    """
+
+    def __init__(self, below: SocketTransport) -> None:
+        super().__init__()
+        self.transport = below
+
+    def getHandle(self) -> object:
+        return object()
 
 
 class WatchingPool(ConnectionPool):
@@ -1170,3 +1208,99 @@ class ConnectionPoolTests(ConnectionTestCase):
         """C{close} on a pool that never held a connection succeeds."""
         self.successResultOf(self.pool.close())
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class LateBytesTests(ConnectionTestCase):
+    """
+    A pooled connection with something waiting in its socket (a late
+    answer, bytes nobody asked for, or the upstream's close the reactor has
+    not read yet) is not handed to the next request.
+    """
+
+    def idle(
+        self, transport_class: type[Transport] = SocketTransport
+    ) -> tuple[HTTP1Connection, SocketTransport]:
+        """
+        A connection on a real socket that served one response and is idle
+        in the pool.
+        """
+        connection = HTTP1Connection(self.pool, KEY)
+        sockets = SocketTransport()
+        self.addCleanup(sockets.close_sockets)
+        transport = sockets if transport_class is SocketTransport else None
+        connection.makeConnection(transport or TLSLikeTransport(sockets))
+        receiver = self.request(connection)
+        feed(connection, OK)
+        self.assertEqual(receiver.outcome()[-1], ("done",))
+        return connection, sockets
+
+    def test_quiet_reused(self) -> None:
+        """An idle connection whose socket has nothing to read is reused."""
+        connection, _ = self.idle()
+        self.assertIs(self.pool.take_idle(KEY), connection)
+
+    def test_late_answer_not_reused(self) -> None:
+        """
+        Bytes waiting in the socket of an idle connection (the reactor has
+        not read them yet) close it instead of reaching the next request.
+        """
+        connection, sockets = self.idle()
+        sockets.upstream.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON")
+        self.assertIsNone(self.pool.take_idle(KEY))
+        self.assertTrue(connection.transport.disconnecting)  # type: ignore[union-attr]
+        self.assertEqual(sockets.handle.recv(100, socket.MSG_PEEK)[:8], b"HTTP/1.1")
+
+    def test_closed_by_upstream_not_reused(self) -> None:
+        """
+        An idle connection the upstream has closed, before the reactor saw
+        it, is not reused (a POST on it could not be retried).
+        """
+        connection, sockets = self.idle()
+        sockets.upstream.shutdown(socket.SHUT_WR)
+        self.assertIsNone(self.pool.take_idle(KEY))
+        self.assertTrue(connection.transport.disconnecting)  # type: ignore[union-attr]
+
+    def test_next_idle_connection_used(self) -> None:
+        """
+        A connection that is not quiet is skipped for the next idle one.
+        """
+        good, _ = self.idle()
+        bad, sockets = self.idle()
+        sockets.upstream.sendall(b"x")
+        self.assertIs(self.pool.take_idle(KEY), good)
+        self.assertTrue(bad.transport.disconnecting)  # type: ignore[union-attr]
+
+    def test_tls_looks_below(self) -> None:
+        """
+        On a layered transport (TLS), the socket below is the one looked at.
+        """
+        connection, sockets = self.idle(TLSLikeTransport)
+        self.assertIs(connection.quiet(), True)
+        sockets.upstream.sendall(b"x")
+        self.assertIs(connection.quiet(), False)
+        self.assertIsNone(self.pool.take_idle(KEY))
+
+    def test_bytes_read_while_idle(self) -> None:
+        """
+        Bytes the reactor reads from an idle connection close it at once.
+        """
+        connection, _ = self.idle()
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\n")
+        self.assertTrue(connection.transport.disconnecting)  # type: ignore[union-attr]
+        self.assertIsNone(self.pool.take_idle(KEY))
+
+    def test_twisted_transports_give_their_socket(self) -> None:
+        """
+        Twisted's TCP and UNIX connections hand out their socket
+        (C{ISystemHandle.getHandle}), which the look at the receive queue
+        relies on: this fails loudly if Twisted changes it.
+        """
+        listener = socket.create_server(("127.0.0.1", 0))
+        tcp_ours = socket.create_connection(listener.getsockname())
+        tcp_theirs, _ = listener.accept()
+        listener.close()
+        for ours, theirs in [(tcp_ours, tcp_theirs), socket.socketpair()]:
+            self.addCleanup(ours.close)
+            self.addCleanup(theirs.close)
+            transport = tcp.Connection(ours, Protocol(), self.reactor)
+            self.assertIs(_socket_of(transport), ours)

@@ -19,15 +19,24 @@ transports and producers:
 A response that fails before its first byte on a connection that had
 already served one is reported as C{stale}, so an idempotent request can be
 retried on a new connection (the upstream may have closed it while idle).
+
+A connection goes back to the pool only when its exchange ended cleanly
+(the whole request sent, the whole response read and nothing after it, no
+C{Connection: close}), and it leaves the pool the moment it has anything to
+say: bytes that arrive while it is idle, or are already waiting in the
+socket when it is taken for the next request, can only be a late or
+unasked-for answer, and would otherwise reach the next client.
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ISystemHandle
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.protocols.basic import FileSender
@@ -40,6 +49,9 @@ _MAX_HEADERS = 256
 _MAX_CHUNK_LINE = 4096
 # Bodies up to this size are written with the request head in one call.
 _INLINE_BODY = 256 * 1024
+
+# Look at the socket's receive queue without taking anything from it.
+_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
 _IDLE, _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE = (
     range(8)
@@ -190,6 +202,25 @@ class HTTP1Connection(Protocol):
         self.pool.forget(self)
         if self.transport is not None and not self._lost:
             self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def quiet(self) -> bool:
+        """
+        Whether this idle connection can carry a new request: it is open
+        and nothing waits to be read from it (no late answer, no close by
+        the upstream that the reactor has not noticed yet).
+        """
+        if self._lost:
+            return False
+        handle = _socket_of(self.transport)
+        if handle is None:
+            return True
+        try:
+            handle.recv(1, _PEEK)
+        except BlockingIOError:
+            return True  # nothing to read: the only good answer
+        except OSError:
+            return False
+        return False  # bytes, or b"" for the upstream's end of the stream
 
     # -- receiving
 
@@ -393,6 +424,20 @@ class HTTP1Connection(Protocol):
         return self._paused
 
 
+def _socket_of(transport: Any) -> socket.socket | None:
+    """
+    The socket under C{transport} (TCP, UNIX, or TLS over either), or
+    L{None} for a transport without one.
+    """
+    while ISystemHandle.providedBy(transport):
+        handle = transport.getHandle()
+        if isinstance(handle, socket.socket):
+            return handle
+        # TLS: the handle is the TLS connection; the socket is below.
+        transport = getattr(transport, "transport", None)
+    return None
+
+
 class _Limited:
     """
     The first C{length} bytes of a file, for L{FileSender}.
@@ -444,8 +489,9 @@ class ConnectionPool:
         idle = self._idle.get(key)
         while idle:
             connection = idle.pop()
-            if not connection._lost:
+            if connection.quiet():
                 return connection
+            connection.abort()
         return None
 
     def connect(self, key: Any, endpoint: Any) -> Deferred[HTTP1Connection]:
