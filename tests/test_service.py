@@ -15,8 +15,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyChannel
 
+from txrouter.assembly import build_service
 from txrouter.config import load_config
-from txrouter.service import build_service
 from txrouter.site import RouterRequest, RouterSite
 
 

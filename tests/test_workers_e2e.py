@@ -32,8 +32,7 @@ from typing import Any, ClassVar
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import REPO, Txrouter, prepared_sites, request, wait_until
-from txrouter.config import load_config
-from txrouter.routespec import DjangoRoute
+from txrouter.config import DjangoRoute, load_config
 
 #: A WSGI application answering with its environ and its process, as JSON.
 _DUMP_APP = '''

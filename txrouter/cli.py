@@ -27,22 +27,19 @@ def _check(path: Path, load_apps: bool) -> int:
     if load_apps:
         from twisted.internet import reactor
 
+        from txrouter.assembly import make_engines
+        from txrouter.build import build_table
         from txrouter.errors import AppLoadError
-        from txrouter.service import build_service
 
+        # The build a server does, which starts nothing and makes nothing.
         try:
-            top = build_service(config, reactor)
+            table = build_table(config, make_engines(config, reactor))
         except AppLoadError as e:
             print(e, file=sys.stderr)
             return 1
-        assert top.engines is not None
-        warnings = top.engines.warnings
-        for warning in warnings:
+        for warning in table.warnings:
             print(warning, file=sys.stderr)
-        runtime = top.namedServices.get("runtime_dir")
-        if runtime is not None:
-            runtime.stopService()
-        if warnings:
+        if table.warnings:
             return 1
     routes = config.routes()
     print(

@@ -23,16 +23,13 @@ import yaml
 
 from txrouter.configreader import ConfigReader, describe
 from txrouter.errors import ConfigError, Problem
-from txrouter.routespec import (
-    DjangoRoute,
-    Origin,
-    ProxyRoute,
-    RedirectRoute,
-    Route,
-    StaticRoute,
-    Threads,
-    WsgiRoute,
-)
+from txrouter.kinds import KINDS, Route
+from txrouter.kinds.django import DjangoRoute
+from txrouter.kinds.proxy import ProxyRoute
+from txrouter.kinds.redirect import RedirectRoute
+from txrouter.kinds.static import StaticRoute
+from txrouter.kinds.wsgi import WsgiRoute
+from txrouter.routespec import Origin, Threads
 from txrouter.yamlsource import LocatedDict, LocatedList, load_yaml
 
 __all__ = [
@@ -120,7 +117,7 @@ def load_config(path: Path) -> Config:
     except yaml.YAMLError as e:
         raise ConfigError([Problem(name, 0, "", f"not valid YAML: {e}")]) from None
 
-    reader = ConfigReader(name, path.resolve().parent)
+    reader = ConfigReader(name, path.resolve().parent, KINDS)
     for dup in duplicates:
         reader.problem(
             dup.line,
@@ -152,7 +149,7 @@ def load_config(path: Path) -> Config:
     access_log = _read_access_log(reader, data)
     trusted_proxies = _read_trusted_proxies(reader, data)
     tables = _read_tables(reader, data)
-    reader.check_django_processes()
+    reader.settle()
 
     if reader.problems:
         raise ConfigError(sorted(reader.problems, key=lambda p: p.line))

@@ -1,9 +1,10 @@
 """
 The checks behind L{txrouter.config.load_config}.
 
-A L{ConfigReader} walks the located YAML data, collects every problem it
-finds (rather than stopping at the first) and builds the route objects of
-L{txrouter.routespec}.
+A L{ConfigReader} walks the located YAML data and collects every problem it
+finds (rather than stopping at the first). It knows the shape of a route
+table; each route is read by its kind (L{txrouter.kinds}), with the
+reader's checks for numbers, flags, folders and thread pools.
 """
 
 from __future__ import annotations
@@ -11,39 +12,30 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import replace
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.endpoints import serverFromString
 
-from txrouter.djangoproject import default_settings_module
 from txrouter.errors import Problem
-from txrouter.routespec import (
-    KIND_OPTIONS,
-    DjangoRoute,
-    Origin,
-    ProxyRoute,
-    RedirectRoute,
-    Route,
-    StaticRoute,
-    Threads,
-    WsgiRoute,
-)
-from txrouter.yamlsource import LocatedDict, LocatedList
+from txrouter.routespec import Origin, Threads
+from txrouter.yamlsource import LocatedDict
 
-__all__ = ["ConfigReader", "describe"]
+if TYPE_CHECKING:
+    from txrouter.kinds.contract import Route, RouteKind
+
+__all__ = ["APP_NAME", "MODULE_NAME", "ConfigReader", "describe"]
 
 _HOST = re.compile(
     r"^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$"
 )
 _IPV6_LITERAL = re.compile(r"^\[[0-9a-f:.]+\]$")
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
-_MODULE = re.compile(rf"^{_DOTTED}$")
-_APP = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
-_REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A dotted Python module name.
+MODULE_NAME = re.compile(rf"^{_DOTTED}$")
+#: An application named C{module:attribute}.
+APP_NAME = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
 
 
 def describe(value: Any) -> str:
@@ -68,15 +60,18 @@ class ConfigReader:
     @ivar problems: everything found wrong so far, in file order.
     """
 
-    def __init__(self, file: str, base: Path) -> None:
+    def __init__(self, file: str, base: Path, kinds: Mapping[str, RouteKind]) -> None:
         """
         @param file: the file's name as the user gave it, for messages.
         @param base: the folder that relative paths are relative to.
+        @param kinds: the route kinds, by key (L{txrouter.kinds.KINDS}).
         """
         self.file = file
         self.base = base
+        self.kinds = kinds
         self.problems: list[Problem] = []
-        self._django_routes: list[tuple[dict[str, Route], str, bool]] = []
+        # The routes read so far, by kind: (their table, their prefix).
+        self._read: dict[str, list[tuple[dict[str, Route], str]]] = {}
 
     def problem(self, line: int, where: str, message: str) -> None:
         """
@@ -258,41 +253,17 @@ class ConfigReader:
             )
             if route is not None:
                 table[prefix] = route
-                if isinstance(route, DjangoRoute):
-                    explicit = isinstance(route_spec, dict) and "workers" in route_spec
-                    self._django_routes.append((table, prefix, explicit))
+                self._read.setdefault(route.kind, []).append((table, prefix))
         return table
 
-    def check_django_processes(self) -> None:
+    def settle(self) -> None:
         """
-        Settle each Django route's C{workers} default and refuse two Django
-        projects in one process.
+        Run the checks of each kind that need all its routes at once (see
+        L{txrouter.kinds.contract.RouteKind.settle}).
         """
-        routes = [(t, p, explicit, t[p]) for t, p, explicit in self._django_routes]
-        projects = {(r.project, r.settings) for *_, r in routes}  # type: ignore[union-attr]
-        default = 0 if len(projects) <= 1 else 1
-        in_process: dict[tuple[Path, str], DjangoRoute] = {}
-        for table, prefix, explicit, route in routes:
-            assert isinstance(route, DjangoRoute)
-            if not explicit:
-                route = replace(route, workers=default)
-                table[prefix] = route
-            if route.workers == 0:
-                in_process.setdefault((route.project, route.settings), route)
-        if len(in_process) > 1:
-            first, *others = in_process.values()
-            for route in others:
-                self.problem(
-                    route.origin.line,
-                    route.origin.where,
-                    f"a second Django project in the router process: "
-                    f"{first.origin.where} (line {first.origin.line}) already "
-                    f"runs {str(first.project)!r} there. Django's settings, "
-                    "apps and database connections are process-global, so one "
-                    "process can hold only one Django project; give this "
-                    "route 'workers: 1' (or more) to run it in worker "
-                    "processes of its own",
-                )
+        for kind in self.kinds.values():
+            if kind.settle is not None:
+                kind.settle(self, self._read.get(kind.name, []))
 
     def _prefix(self, raw: Any, line: int, where: str) -> str | None:
         if not isinstance(raw, str) or not raw.startswith("/"):
@@ -315,7 +286,7 @@ class ConfigReader:
         return prefix
 
     def _route(self, prefix: str, spec: Any, origin: Origin) -> Route | None:
-        kinds_text = ", ".join(KIND_OPTIONS)
+        kinds_text = ", ".join(self.kinds)
         if not isinstance(spec, LocatedDict):
             self.problem(
                 origin.line,
@@ -324,7 +295,7 @@ class ConfigReader:
                 f"e.g. {{static: public}}, got {describe(spec)}",
             )
             return None
-        kinds = [k for k in spec if k in KIND_OPTIONS]
+        kinds = [k for k in spec if k in self.kinds]
         if not kinds:
             self.problem(
                 spec.line, origin.where, f"no route kind: expected one of {kinds_text}"
@@ -338,11 +309,11 @@ class ConfigReader:
             )
             return None
         kind = kinds[0]
-        allowed = (kind, *KIND_OPTIONS[kind])
+        allowed = (kind, *self.kinds[kind].options)
         for key in spec:
             if key in allowed:
                 continue
-            owners = [k for k, opts in KIND_OPTIONS.items() if key in opts]
+            owners = [k for k, other in self.kinds.items() if key in other.options]
             if owners:
                 why = (
                     f"{key!r} is an option of {' and '.join(owners)} routes, not {kind}"
@@ -350,16 +321,13 @@ class ConfigReader:
             else:
                 why = f"unknown key; a {kind} route takes: {', '.join(allowed)}"
             self.problem(spec.line_of(key), f"{origin.where}.{key}", why)
-        build = {
-            "django": self._django,
-            "wsgi": self._wsgi,
-            "static": self._static,
-            "proxy": self._proxy,
-            "redirect": self._redirect,
-        }[kind]
-        return build(prefix, spec, origin)
+        route: Route | None = self.kinds[kind].read(self, prefix, spec, origin)
+        return route
 
-    def _directory(self, spec: LocatedDict, key: str, where: str) -> Path | None:
+    def directory(self, spec: LocatedDict, key: str, where: str) -> Path | None:
+        """
+        Read a folder that must exist.
+        """
         value = spec.get(key)
         if not isinstance(value, str) or not value:
             self.problem(
@@ -378,66 +346,6 @@ class ConfigReader:
             )
             return None
         return path
-
-    def _django(self, prefix: str, spec: LocatedDict, origin: Origin) -> Route | None:
-        project = self._directory(spec, "django", f"{origin.where}.django")
-        settings = spec.get("settings")
-        workers = int(
-            self.number(spec, "workers", f"{origin.where}.workers", 0, 0, True)
-        )
-        threads = self.threads(spec, "threads", f"{origin.where}.threads")
-        env = self._env(spec, origin)
-        if settings is not None:
-            if not isinstance(settings, str) or not _MODULE.match(settings):
-                self.problem(
-                    spec.line_of("settings"),
-                    f"{origin.where}.settings",
-                    "expected a dotted module name such as 'mysite.settings', "
-                    f"got {describe(settings)}",
-                )
-                return None
-        elif project is not None:
-            settings = default_settings_module(project)
-            if settings is None:
-                self.problem(
-                    spec.line_of("django"),
-                    f"{origin.where}.django",
-                    f"no settings module: {str(project / 'manage.py')!r} does not "
-                    "set a DJANGO_SETTINGS_MODULE default; add "
-                    "'settings: mysite.settings' to this route",
-                )
-        if project is None or settings is None:
-            return None
-        return DjangoRoute(prefix, origin, project, settings, workers, threads, env)
-
-    def _env(self, spec: LocatedDict, origin: Origin) -> tuple[tuple[str, str], ...]:
-        value = spec.get("env")
-        if value is None:
-            return ()
-        where = f"{origin.where}.env"
-        if not isinstance(value, LocatedDict):
-            self.problem(
-                spec.line_of("env"),
-                where,
-                f"expected a mapping of variable name to value, got {describe(value)}",
-            )
-            return ()
-        pairs = []
-        for name, item in value.items():
-            if not isinstance(name, str) or not _ENV_NAME.match(name):
-                self.problem(
-                    value.line_of(name), where, f"not a variable name: {name!r}"
-                )
-            elif isinstance(item, (dict, list)) or item is None:
-                self.problem(
-                    value.line_of(name),
-                    f"{where}.{name}",
-                    f"expected a string, number or boolean, got {describe(item)}",
-                )
-            else:
-                text = str(item).lower() if isinstance(item, bool) else str(item)
-                pairs.append((name, text))
-        return tuple(pairs)
 
     def threads(self, parent: LocatedDict, key: str, where: str) -> Threads:
         """
@@ -465,138 +373,3 @@ class ConfigReader:
                 "min threads are kept even when idle, max is the ceiling",
             )
         return Threads(min=low, max=high)
-
-    def _wsgi(self, prefix: str, spec: LocatedDict, origin: Origin) -> Route | None:
-        app = spec.get("wsgi")
-        workers = int(
-            self.number(spec, "workers", f"{origin.where}.workers", 0, 0, True)
-        )
-        threads = self.threads(spec, "threads", f"{origin.where}.threads")
-        env = self._env(spec, origin)
-        path = None
-        if "path" in spec:
-            path = self._directory(spec, "path", f"{origin.where}.path")
-        if not isinstance(app, str) or not _APP.match(app):
-            self.problem(
-                spec.line_of("wsgi"),
-                f"{origin.where}.wsgi",
-                "expected 'module:attribute', e.g. 'hello:application', "
-                f"got {describe(app)}",
-            )
-            return None
-        return WsgiRoute(prefix, origin, app, path, workers, threads, env)
-
-    def _static(self, prefix: str, spec: LocatedDict, origin: Origin) -> Route | None:
-        root = self._directory(spec, "static", f"{origin.where}.static")
-        cache = None
-        if "cache" in spec:
-            cache = int(self.number(spec, "cache", f"{origin.where}.cache", 0, 0, True))
-        if root is None:
-            return None
-        return StaticRoute(prefix, origin, root, cache)
-
-    def _proxy(self, prefix: str, spec: LocatedDict, origin: Origin) -> Route | None:
-        value = spec.get("proxy")
-        line = spec.line_of("proxy")
-        where = f"{origin.where}.proxy"
-        if isinstance(value, str):
-            items = [(value, line, where)]
-        elif isinstance(value, LocatedList) and value:
-            items = [
-                (v, value.line_of(i), f"{where}[{i}]") for i, v in enumerate(value)
-            ]
-        else:
-            self.problem(
-                line,
-                where,
-                "expected an upstream URL (http://, https:// or unix:/path.sock) "
-                f"or a list of them, got {describe(value)}",
-            )
-            return None
-        upstreams = []
-        for item, item_line, item_where in items:
-            upstream = self._upstream(item, item_line, item_where)
-            if upstream is not None:
-                upstreams.append(upstream)
-        timeout = self.number(spec, "timeout", f"{origin.where}.timeout", 60.0, 0.001)
-        connect_timeout = self.number(
-            spec, "connect_timeout", f"{origin.where}.connect_timeout", 5.0, 0.001
-        )
-        preserve_host = self.flag(
-            spec, "preserve_host", f"{origin.where}.preserve_host", True
-        )
-        tls_verify = self.flag(spec, "tls_verify", f"{origin.where}.tls_verify", True)
-        if len(upstreams) != len(items):
-            return None
-        return ProxyRoute(
-            prefix,
-            origin,
-            tuple(upstreams),
-            timeout,
-            connect_timeout,
-            preserve_host,
-            tls_verify,
-        )
-
-    def _upstream(self, value: Any, line: int, where: str) -> str | None:
-        if isinstance(value, str) and value.startswith("unix:"):
-            socket_path = value[len("unix:") :]
-            if not socket_path:
-                self.problem(line, where, "expected 'unix:/path/to/app.sock'")
-                return None
-            return "unix:" + str(self.resolve(socket_path))
-        try:
-            parts = urlsplit(value) if isinstance(value, str) else None
-        except ValueError:
-            parts = None
-        if (
-            parts is None
-            or parts.scheme not in ("http", "https")
-            or not parts.hostname
-            or parts.query
-            or parts.fragment
-            or parts.username
-        ):
-            self.problem(
-                line,
-                where,
-                "expected an upstream such as 'http://127.0.0.1:9000/base/', "
-                "'https://api.internal/' or 'unix:/run/app.sock' (no query, "
-                f"fragment or credentials), got {describe(value)}",
-            )
-            return None
-        try:
-            parts.port  # noqa: B018 (validates the port)
-        except ValueError as e:
-            self.problem(line, where, f"bad port in {value!r}: {e}")
-            return None
-        return str(value)
-
-    def _redirect(self, prefix: str, spec: LocatedDict, origin: Origin) -> Route | None:
-        target = spec.get("redirect")
-        status = spec.get("status", 302)
-        ok = True
-        if (
-            not isinstance(target, str)
-            or not target.startswith(("/", "http://", "https://"))
-            or any(c.isspace() or ord(c) < 32 for c in target)
-        ):
-            self.problem(
-                spec.line_of("redirect"),
-                f"{origin.where}.redirect",
-                "expected a path starting with '/' or an http(s):// URL, "
-                f"without spaces, got {describe(target)}",
-            )
-            ok = False
-        if status not in _REDIRECT_STATUSES or isinstance(status, bool):
-            self.problem(
-                spec.line_of("status"),
-                f"{origin.where}.status",
-                f"expected one of {', '.join(map(str, _REDIRECT_STATUSES))}, "
-                f"got {describe(status)}",
-            )
-            ok = False
-        if not ok:
-            return None
-        assert isinstance(target, str)
-        return RedirectRoute(prefix, origin, target, int(status))

@@ -1,35 +1,17 @@
 """
-The kinds of route a routes file can name, as frozen data.
+The small values every route kind shares: where a route was declared
+(L{Origin}) and the size of a thread pool (L{Threads}).
 
 Each route remembers its L{Origin} so that errors found later (an import
-that fails at start, say) still point at the line that asked for it.
+that fails at start, say) still point at the line that asked for it. The
+routes themselves are defined by their kinds, in L{txrouter.kinds}.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-__all__ = [
-    "KIND_OPTIONS",
-    "DjangoRoute",
-    "Origin",
-    "ProxyRoute",
-    "RedirectRoute",
-    "Route",
-    "StaticRoute",
-    "Threads",
-    "WsgiRoute",
-]
-
-#: Each kind key with the option keys it accepts.
-KIND_OPTIONS: dict[str, tuple[str, ...]] = {
-    "django": ("settings", "workers", "threads", "env"),
-    "wsgi": ("path", "workers", "threads", "env"),
-    "static": ("cache",),
-    "proxy": ("timeout", "connect_timeout", "preserve_host", "tls_verify"),
-    "redirect": ("status",),
-}
+__all__ = ["Origin", "Threads"]
 
 
 @dataclass(frozen=True)
@@ -59,79 +41,3 @@ class Origin:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.where}"
-
-
-@dataclass(frozen=True)
-class DjangoRoute:
-    """
-    A Django project: C{project} holds C{manage.py}; C{settings} is the
-    settings module; C{workers} is 0 for in-process, else the number of
-    worker processes, each with a pool of C{threads} and C{env} added to its
-    environment.
-    """
-
-    prefix: str
-    origin: Origin
-    project: Path
-    settings: str
-    workers: int
-    threads: Threads = Threads()
-    env: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class WsgiRoute:
-    """
-    A WSGI application named C{module:attribute}, importable once C{path}
-    (if any) is on C{sys.path}.
-    """
-
-    prefix: str
-    origin: Origin
-    app: str
-    path: Path | None
-    workers: int
-    threads: Threads = Threads()
-    env: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class StaticRoute:
-    """
-    A directory of files; C{cache} is the C{Cache-Control} max-age.
-    """
-
-    prefix: str
-    origin: Origin
-    root: Path
-    cache: int | None
-
-
-@dataclass(frozen=True)
-class ProxyRoute:
-    """
-    One or more HTTP upstreams (C{http://}, C{https://} or C{unix:} URLs).
-    """
-
-    prefix: str
-    origin: Origin
-    upstreams: tuple[str, ...]
-    timeout: float
-    connect_timeout: float
-    preserve_host: bool
-    tls_verify: bool
-
-
-@dataclass(frozen=True)
-class RedirectRoute:
-    """
-    Redirect the prefix, keeping the rest of the path and the query.
-    """
-
-    prefix: str
-    origin: Origin
-    target: str
-    status: int
-
-
-Route = DjangoRoute | WsgiRoute | StaticRoute | ProxyRoute | RedirectRoute

@@ -38,7 +38,7 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    from txrouter.service import build_service
+    from txrouter.assembly import build_service
 
     try:
         config = load_config(options["config"])

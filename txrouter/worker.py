@@ -119,7 +119,7 @@ def _build(reactor: Any, args: argparse.Namespace, application: Any) -> Any:
     from twisted.internet.endpoints import UNIXServerEndpoint
 
     from txrouter.router import Router
-    from txrouter.service import DrainService, ListenerService, RouterService
+    from txrouter.services import DrainService, ListenerService, RouterService
     from txrouter.site import RouterSite
     from txrouter.threadpool import ThreadPoolService, make_pool
     from txrouter.workerrequest import worker_application, worker_request_factory

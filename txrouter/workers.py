@@ -16,19 +16,20 @@ import os
 import secrets
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Protocol as _Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.runner.procmon import ProcessMonitor
 
-from txrouter.routespec import DjangoRoute, WsgiRoute
+from txrouter.routespec import Origin, Threads
 from txrouter.upstream import Upstream, UpstreamGroup
 
-__all__ = ["WorkerMonitor", "WorkerSet"]
+__all__ = ["AppRoute", "WorkerMonitor", "WorkerSet"]
 
 _log = Logger()
 
@@ -79,7 +80,24 @@ class WorkerMonitor(ProcessMonitor):
         return done
 
 
-class _Probe(Protocol):
+class AppRoute(Protocol):
+    """
+    What a worker set needs of its route (a C{django:} or C{wsgi:} one).
+    """
+
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def origin(self) -> Origin: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def threads(self) -> Threads: ...
+    @property
+    def env(self) -> tuple[tuple[str, str], ...]: ...
+
+
+class _Probe(_Protocol):
     def connectionMade(self) -> None:
         self.transport.loseConnection()  # type: ignore[union-attr]
 
@@ -99,11 +117,20 @@ class WorkerSet:
         self,
         reactor: Any,
         monitor: WorkerMonitor,
-        route: DjangoRoute | WsgiRoute,
+        route: AppRoute,
+        app_args: list[str],
+        cwd: str,
         runtime_dir: str,
-        index: int,
+        socket_stem: str,
         drain_timeout: float,
     ) -> None:
+        """
+        @param app_args: what C{python -m txrouter.worker serve} is to load
+            (C{--django DIR --settings MOD}, or C{--wsgi MOD:ATTR}).
+        @param cwd: the workers' working directory.
+        @param socket_stem: the start of the workers' socket names, unique
+            to the route.
+        """
         self._reactor = reactor
         self._monitor = monitor
         self.route = route
@@ -111,23 +138,11 @@ class WorkerSet:
         env = dict(os.environ)
         env.update(route.env)
         env["TXROUTER_WORKER_TOKEN"] = self.token.decode("ascii")
-        app = (
-            ["--django", str(route.project), "--settings", route.settings]
-            if isinstance(route, DjangoRoute)
-            else [
-                "--wsgi",
-                route.app,
-                *(["--path", str(route.path)] if route.path else []),
-            ]
-        )
-        cwd = str(
-            route.project if isinstance(route, DjangoRoute) else route.path or "/"
-        )
         self._by_name: dict[str, Upstream] = {}
         self._runs: dict[str, int] = {}
         members = []
         for number in range(1, route.workers + 1):
-            socket = os.path.join(runtime_dir, f"route{index}-{number}.sock")
+            socket = os.path.join(runtime_dir, f"{socket_stem}-{number}.sock")
             name = f"{route.origin.where} worker {number}"
             upstream = Upstream(
                 name,
@@ -154,7 +169,7 @@ class WorkerSet:
                 str(drain_timeout),
                 "--processes",
                 str(route.workers),
-                *app,
+                *app_args,
             ]
             monitor.addProcess(name, args, env=env, cwd=cwd)
             monitor.watchers[name] = self._changed

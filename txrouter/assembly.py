@@ -1,0 +1,102 @@
+"""
+Put a router together for a routes file: the shared engines, the first
+route table, the site and the service tree.
+
+    RouterService "txrouter"      children stop one at a time, last first:
+    ├─ ThreadPoolService "threadpool"
+    ├─ ProxyClientService "proxyclient"
+    ├─ RuntimeDirService "runtime_dir"     (when a route has workers)
+    ├─ WorkerMonitor "workers"             (when a route has workers)
+    ├─ DrainService "drain"
+    └─ ListenerService, one per listen endpoint
+
+So at stop the ports close first, then the requests in flight drain (at
+most C{drain_timeout}), then the workers stop, then the pool. Nothing
+runs before the service starts (after twistd has daemonized).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from txrouter.build import Engines, build_table
+from txrouter.config import Config
+from txrouter.forwarding import TrustedProxies
+from txrouter.proxyclient import ProxyClient, ProxyClientService
+from txrouter.services import (
+    DrainService,
+    ListenerService,
+    RouterService,
+    RuntimeDirService,
+)
+from txrouter.site import RouterSite
+from txrouter.threadpool import ThreadPoolService, make_pool
+from txrouter.workers import WorkerMonitor
+
+__all__ = ["build_service", "make_engines"]
+
+_log = Logger()
+
+
+def make_engines(config: Config, reactor: Any) -> Engines:
+    """
+    The engines every route table of this router shares; none is started.
+    """
+    if config.runtime_dir is not None:
+        runtime_dir = str(config.runtime_dir)
+    else:
+        # Named now, made at start (RuntimeDirService), so that building
+        # (and 'txrouter check') leaves nothing behind.
+        name = f"txrouter-{secrets.token_hex(6)}"
+        runtime_dir = os.path.join(tempfile.gettempdir(), name)
+    return Engines(
+        reactor=reactor,
+        pool=make_pool(config.threads.min, config.threads.max, "txrouter"),
+        client=ProxyClient(reactor),
+        trusted=TrustedProxies(config.trusted_proxies),
+        monitor=WorkerMonitor(reactor, kill_time=config.drain_timeout),
+        runtime_dir=runtime_dir,
+        drain_timeout=config.drain_timeout,
+    )
+
+
+def build_service(config: Config, reactor: Any) -> RouterService:
+    """
+    Build the whole service tree for C{config}, loading every in-process
+    application.
+
+    @raise txrouter.errors.AppLoadError: applications failed to load.
+    """
+    engines = make_engines(config, reactor)
+    table = build_table(config, engines)
+    for warning in table.warnings:
+        _log.warn("{warning}", warning=warning)
+    site = RouterSite(table.router, reactor, config.access_log)
+
+    top = RouterService()
+    top.setName("txrouter")
+    top.site = site
+    top.serve(table)
+    _child(top, "threadpool", ThreadPoolService(engines.pool, reactor))
+    _child(top, "proxyclient", ProxyClientService(engines.client))
+    if table.worker_sets():
+        temporary = config.runtime_dir is None
+        _child(top, "runtime_dir", RuntimeDirService(engines.runtime_dir, temporary))
+        _child(top, "workers", engines.monitor)
+    _child(top, "drain", DrainService(site, config.drain_timeout))
+    for description in config.listen:
+        endpoint = serverFromString(reactor, description)
+        ListenerService(description, endpoint, site).setServiceParent(top)
+    return top
+
+
+def _child(parent: MultiService, name: str, child: Service) -> None:
+    child.setName(name)
+    child.setServiceParent(parent)

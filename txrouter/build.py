@@ -1,0 +1,158 @@
+"""
+Assemble a L{RouteTable} from a L{Config}: each route is built by its kind
+(L{txrouter.kinds}), in-process applications are loaded once each, and a
+Django project's static and media folders are mounted beside its route.
+
+Building acquires nothing: no thread starts, no process starts, no folder
+or socket is made; that is the services' work when they start. So the
+same build serves C{txrouter check}, which reports every problem a server
+would meet (every application that fails to load, every warning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web.resource import IResource
+
+from txrouter.config import Config
+from txrouter.djangoproject import FileMount
+from txrouter.errors import AppLoadError
+from txrouter.forwarding import TrustedProxies
+from txrouter.kinds import Route, kind_of
+from txrouter.proxyclient import ProxyClient
+from txrouter.router import Router
+from txrouter.routetable import BuiltRoute, RouteKey, RouteTable
+from txrouter.staticfiles import StaticFiles
+from txrouter.workers import WorkerMonitor
+
+__all__ = ["Builder", "Engines", "build_table"]
+
+_log = Logger()
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Engines:
+    """
+    What every route table of one router shares.
+
+    @ivar pool: the one thread pool of in-process applications.
+    @ivar client: the proxy engine's connection pool.
+    @ivar monitor: supervises worker processes.
+    @ivar runtime_dir: where worker sockets go (made when the service
+        starts, not here).
+    """
+
+    reactor: Any
+    pool: ThreadPool
+    client: ProxyClient
+    trusted: TrustedProxies
+    monitor: WorkerMonitor
+    runtime_dir: str
+    drain_timeout: float
+
+
+class Builder:
+    """
+    What a route kind's C{build} gets: the engines, objects shared between
+    routes (an application mounted twice is loaded once), and a place for
+    warnings.
+    """
+
+    def __init__(self, engines: Engines) -> None:
+        self.engines = engines
+        self.warnings: list[str] = []
+        self._shared: dict[Any, Any] = {}
+
+    def shared(self, key: Any, make: Callable[[], _T]) -> _T:
+        """
+        The object made for C{key} in this build, made now if it is the first.
+        """
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]  # type: ignore[no-any-return]
+
+    def warn(self, message: str) -> None:
+        """
+        Note something the server would warn about.
+        """
+        self.warnings.append(message)
+
+
+def build_table(config: Config, engines: Engines, generation: int = 1) -> RouteTable:
+    """
+    Build every route of C{config} and the router over them.
+
+    @raise AppLoadError: in-process applications failed to load; the
+        message lists each, with its route's C{file:line}.
+    """
+    builder = Builder(engines)
+    failures = []
+    routes: dict[RouteKey, BuiltRoute] = {}
+    resources: dict[str, dict[str, IResource]] = {}
+    for host, table in config.tables.items():
+        served = resources[host] = {}
+        for prefix, route in table.items():
+            key = RouteKey(host, prefix)
+            try:
+                built = kind_of(route).build(route, key, builder)
+            except AppLoadError as e:
+                failures.append(f"{route.origin}: {e}")
+                continue
+            routes[key] = BuiltRoute(key, route, built)
+            served[prefix] = built.resource
+        for entry in [r for r in routes.values() if r.key.host == host]:
+            _mount_files(served, entry.route, entry.mounts, builder)
+    if failures:
+        raise AppLoadError("\n".join(failures))
+    return RouteTable(generation, Router(resources), routes, tuple(builder.warnings))
+
+
+def _mount_files(
+    served: dict[str, IResource],
+    route: Route,
+    mounts: tuple[FileMount, ...],
+    builder: Builder,
+) -> None:
+    """
+    Serve a Django project's C{STATIC_ROOT} and C{MEDIA_ROOT} at its
+    C{STATIC_URL} and C{MEDIA_URL}, unless the routes file routes them.
+    """
+    for mount in mounts:
+        if mount.prefix in served:
+            _log.info(
+                "{origin}: {setting}_URL {prefix} is routed explicitly; "
+                "not serving {setting}_ROOT there",
+                origin=route.origin,
+                setting=mount.setting,
+                prefix=mount.prefix,
+            )
+            continue
+        if mount.root is None:
+            builder.warn(
+                f"{route.origin}: {mount.setting}_ROOT is not set, so "
+                f"{mount.prefix} is not served; set it"
+                + (
+                    " (and run 'manage.py collectstatic')"
+                    if mount.setting == "STATIC"
+                    else ""
+                )
+            )
+            continue
+        if not mount.root.is_dir():
+            builder.warn(
+                f"{route.origin}: {mount.setting}_ROOT {mount.root} does not "
+                "exist yet"
+                + (
+                    " (run 'manage.py collectstatic')"
+                    if mount.setting == "STATIC"
+                    else ""
+                )
+            )
+        served[mount.prefix] = StaticFiles.for_root(mount.root, None)

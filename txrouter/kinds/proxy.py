@@ -1,0 +1,151 @@
+"""
+C{proxy:} routes: forward requests under the prefix to one or more HTTP
+upstreams (C{http://}, C{https://} or C{unix:} URLs), through the shared
+proxy engine (L{txrouter.proxy}).
+
+    /api/: {proxy: "http://127.0.0.1:9000/v1/", timeout: 60, connect_timeout: 5}
+    /lb/:  {proxy: ["http://127.0.0.1:9001/", "http://127.0.0.1:9002/"]}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+from txrouter.configreader import describe
+from txrouter.kinds.contract import Built, RouteKind
+from txrouter.proxy import ProxyResource, ProxySettings
+from txrouter.routespec import Origin
+from txrouter.upstream import Upstream, UpstreamGroup
+from txrouter.yamlsource import LocatedList
+
+if TYPE_CHECKING:
+    from txrouter.build import Builder
+    from txrouter.configreader import ConfigReader
+    from txrouter.routetable import RouteKey
+    from txrouter.yamlsource import LocatedDict
+
+__all__ = ["KIND", "ProxyRoute"]
+
+
+@dataclass(frozen=True)
+class ProxyRoute:
+    """
+    One or more HTTP upstreams (C{http://}, C{https://} or C{unix:} URLs).
+    """
+
+    kind: ClassVar[str] = "proxy"
+    prefix: str
+    origin: Origin
+    upstreams: tuple[str, ...]
+    timeout: float
+    connect_timeout: float
+    preserve_host: bool
+    tls_verify: bool
+
+
+def read(
+    reader: ConfigReader, prefix: str, spec: LocatedDict, origin: Origin
+) -> ProxyRoute | None:
+    value = spec.get("proxy")
+    line = spec.line_of("proxy")
+    where = f"{origin.where}.proxy"
+    if isinstance(value, str):
+        items = [(value, line, where)]
+    elif isinstance(value, LocatedList) and value:
+        items = [(v, value.line_of(i), f"{where}[{i}]") for i, v in enumerate(value)]
+    else:
+        reader.problem(
+            line,
+            where,
+            "expected an upstream URL (http://, https:// or unix:/path.sock) "
+            f"or a list of them, got {describe(value)}",
+        )
+        return None
+    upstreams = []
+    for item, item_line, item_where in items:
+        upstream = _upstream(reader, item, item_line, item_where)
+        if upstream is not None:
+            upstreams.append(upstream)
+    timeout = reader.number(spec, "timeout", f"{origin.where}.timeout", 60.0, 0.001)
+    connect_timeout = reader.number(
+        spec, "connect_timeout", f"{origin.where}.connect_timeout", 5.0, 0.001
+    )
+    preserve_host = reader.flag(
+        spec, "preserve_host", f"{origin.where}.preserve_host", True
+    )
+    tls_verify = reader.flag(spec, "tls_verify", f"{origin.where}.tls_verify", True)
+    if len(upstreams) != len(items):
+        return None
+    return ProxyRoute(
+        prefix,
+        origin,
+        tuple(upstreams),
+        timeout,
+        connect_timeout,
+        preserve_host,
+        tls_verify,
+    )
+
+
+def _upstream(reader: ConfigReader, value: Any, line: int, where: str) -> str | None:
+    if isinstance(value, str) and value.startswith("unix:"):
+        socket_path = value[len("unix:") :]
+        if not socket_path:
+            reader.problem(line, where, "expected 'unix:/path/to/app.sock'")
+            return None
+        return "unix:" + str(reader.resolve(socket_path))
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or parts.username
+    ):
+        reader.problem(
+            line,
+            where,
+            "expected an upstream such as 'http://127.0.0.1:9000/base/', "
+            "'https://api.internal/' or 'unix:/run/app.sock' (no query, "
+            f"fragment or credentials), got {describe(value)}",
+        )
+        return None
+    try:
+        parts.port  # noqa: B018 (validates the port)
+    except ValueError as e:
+        reader.problem(line, where, f"bad port in {value!r}: {e}")
+        return None
+    return str(value)
+
+
+def build(route: ProxyRoute, key: RouteKey, builder: Builder) -> Built:
+    engines = builder.engines
+    members = [
+        Upstream.from_url(engines.reactor, url, route.connect_timeout, route.tls_verify)
+        for url in route.upstreams
+    ]
+    settings = ProxySettings(
+        name=str(route.origin),
+        timeout=route.timeout,
+        preserve_host=route.preserve_host,
+        trusted=engines.trusted,
+        # Known once per route: X-Forwarded-Prefix needs no work per request.
+        prefix=route.prefix.rstrip("/").encode("utf-8"),
+    )
+    group = UpstreamGroup(engines.reactor, members)
+    resource = ProxyResource(engines.reactor, engines.client, group, settings)
+    return Built(resource, upstreams=group)
+
+
+KIND = RouteKind(
+    "proxy",
+    ("timeout", "connect_timeout", "preserve_host", "tls_verify"),
+    read,
+    build,
+)

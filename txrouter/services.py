@@ -1,0 +1,120 @@
+"""
+The services of a router (and of a worker process, which has the same
+shape): L{RouterService}, the parent whose children stop one at a time in
+reverse order, L{ListenerService}, L{DrainService} and
+L{RuntimeDirService}. Each acquires what it holds in C{startService} and
+lets it go in C{stopService}.
+
+How they are put together for a routes file is L{txrouter.assembly}'s
+business; a worker process imports this module, never that one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.error import CannotListenError
+
+from txrouter.errors import ListenError
+from txrouter.site import RouterSite
+
+if TYPE_CHECKING:
+    from txrouter.routetable import RouteTable
+
+__all__ = ["DrainService", "ListenerService", "RouterService", "RuntimeDirService"]
+
+
+class RouterService(MultiService):
+    """
+    A C{MultiService} whose children stop one after the other, last added
+    first.
+
+    @ivar site: the one site of every listener, once assembled.
+    @ivar table: the route table the site serves (L{serve}).
+    """
+
+    site: RouterSite | None = None
+    table: RouteTable | None = None
+
+    def serve(self, table: RouteTable) -> None:
+        """
+        Make C{table} the one the site serves, from the next request on.
+        """
+        assert self.site is not None
+        self.table = table
+        self.site.resource = table.router
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        Service.stopService(self)
+        for child in reversed(list(self)):
+            yield maybeDeferred(child.stopService)
+
+
+class ListenerService(StreamServerEndpointService):
+    """
+    Listen on one endpoint; fail the start, with a short message, when it
+    cannot be bound.
+    """
+
+    def __init__(self, description: str, endpoint: Any, site: RouterSite) -> None:
+        super().__init__(endpoint, site)
+        self.setName(description)
+        # Raise from privilegedStartService rather than log and serve nothing.
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or e.socketError
+            raise ListenError(f"{reason}: {self.name}") from None
+
+
+class DrainService(Service):
+    """
+    On stop, wait for the site's requests in flight (at most C{timeout}).
+    """
+
+    def __init__(self, site: RouterSite, timeout: float) -> None:
+        self._site = site
+        self._timeout = timeout
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self._site.drain(self._timeout)
+
+
+class RuntimeDirService(Service):
+    """
+    The private folder of worker sockets: made (mode 0700) when the service
+    starts, emptied when the workers have stopped, and removed if it was a
+    temporary one.
+
+    @ivar temporary: the folder is ours alone: it must not exist yet (a
+        folder someone made in its place is refused), and goes at stop.
+    """
+
+    def __init__(self, path: str, temporary: bool) -> None:
+        self.path = path
+        self._temporary = temporary
+
+    def startService(self) -> None:
+        if self._temporary:
+            os.mkdir(self.path, 0o700)
+        else:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+            os.chmod(self.path, 0o700)
+        super().startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        for name in os.listdir(self.path):
+            if name.endswith(".sock"):
+                os.unlink(os.path.join(self.path, name))
+        if self._temporary:
+            os.rmdir(self.path)
