@@ -159,6 +159,57 @@ class CheckTests(SynchronousTestCase):
         self.assertIn(str(self.root / "apps"), err)
         self.assertNotIn("Traceback", err)
 
+    def test_every_import_failure(self) -> None:
+        """
+        Every application that fails to load is reported, not the first.
+        """
+        path = self.write(
+            f"""
+            listen: tcp:8080
+            routes:
+              /a/: {{wsgi: "{MISSING_MODULE}_a:application", path: apps}}
+              /b/: {{wsgi: "{MISSING_MODULE}_b:application", path: apps}}
+            """
+        )
+        status, _, err = self.run_main("check", str(path))
+        self.assertEqual(status, 1)
+        self.assertIn(f"{path}:3: routes['/a/']: ", err)
+        self.assertIn(f"{path}:4: routes['/b/']: ", err)
+        self.assertIn(f"{MISSING_MODULE}_b", err)
+
+    def test_django_warnings(self) -> None:
+        """
+        What the server would warn about is reported too: here a Django
+        project (in workers) with C{STATIC_URL} and no C{STATIC_ROOT}; the
+        runtime folder the workers would use is not made.
+        """
+        project = self.root / "proj"
+        (project / "proj").mkdir(parents=True)
+        (project / "manage.py").write_text(
+            "import os\n"
+            "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'proj.settings')\n"
+        )
+        (project / "proj" / "__init__.py").write_text("")
+        (project / "proj" / "settings.py").write_text(
+            "SECRET_KEY = 'x'\nSTATIC_URL = 'static/'\n"
+        )
+        path = self.write(
+            """
+            listen: tcp:8080
+            runtime_dir: run
+            routes:
+              /p/: {django: proj, workers: 1}
+            """
+        )
+        status, out, err = self.run_main("check", str(path))
+        self.assertEqual((status, out), (1, ""))
+        self.assertEqual(
+            err,
+            f"{path}:4: routes['/p/']: STATIC_ROOT is not set, so /p/static/ "
+            "is not served; set it (and run 'manage.py collectstatic')\n",
+        )
+        self.assertFalse((self.root / "run").exists())
+
     def test_usage(self) -> None:
         """
         A command line without a command is a usage error: exit status 2.
