@@ -174,19 +174,35 @@ class RouteTableTests(SynchronousTestCase):
 
     def test_socket_names_stable(self) -> None:
         """
-        A worker route's socket names depend on its host and prefix alone:
-        the same in every build, different for another route.
+        A worker route's socket names depend on its host and prefix, the
+        router and the table's generation: a later table's workers of the
+        same route get sockets of their own beside the first ones.
         """
-        again = build(self.folder.config())
-        first = self.table.routes[RouteKey("", "/there/")].workers
-        second = again.routes[RouteKey("", "/there/")].workers
-        assert first is not None and second is not None
-        sockets = [u.key for u in first.group.members]
-        self.assertEqual(sockets, [u.key for u in second.group.members])
-        self.assertEqual(len(set(sockets)), 2)
+        config = self.folder.config()
+        engines = make_engines(config, MemoryReactorClock())
+        first = build_table(config, engines).routes[RouteKey("", "/there/")]
+        second = build_table(config, engines, 2).routes[RouteKey("", "/there/")]
+        assert first.workers is not None and second.workers is not None
+        stem = socket_stem(RouteKey("", "/there/")) + engines.instance
+        folder = str(self.folder.root / "run" / "workers")
         self.assertEqual(
-            socket_stem(RouteKey("", "/there/")),
-            socket_stem(RouteKey("", "/there/")),
+            [u.key for u in first.workers.group.members],
+            [("txrouter-worker", f"{folder}/{stem}g1-{n}.sock") for n in (1, 2)],
+        )
+        self.assertEqual(
+            [u.key for u in second.workers.group.members],
+            [("txrouter-worker", f"{folder}/{stem}g2-{n}.sock") for n in (1, 2)],
+        )
+        self.assertEqual(
+            first.workers.names,
+            ["routes['/there/'] worker 1", "routes['/there/'] worker 2"],
+        )
+        self.assertEqual(
+            second.workers.names,
+            [
+                "routes['/there/'] worker 1 (table 2)",
+                "routes['/there/'] worker 2 (table 2)",
+            ],
         )
         self.assertNotEqual(
             socket_stem(RouteKey("", "/there/")),

@@ -5,14 +5,16 @@ route table, the site and the service tree.
     RouterService "txrouter"      children stop one at a time, last first:
     ├─ ThreadPoolService "threadpool"
     ├─ ProxyClientService "proxyclient"
-    ├─ RuntimeDirService "runtime_dir"     (when a route has workers)
-    ├─ WorkerMonitor "workers"             (when a route has workers)
+    ├─ RuntimeDirService "runtime_dir"
+    ├─ WorkerMonitor "workers"
     ├─ DrainService "drain"
+    ├─ ControlSignals "signals"            (SIGHUP: reload)
     └─ ListenerService, one per listen endpoint
 
 So at stop the ports close first, then the requests in flight drain (at
 most C{drain_timeout}), then the workers stop, then the pool. Nothing
-runs before the service starts (after twistd has daemonized).
+runs before the service starts (after twistd has daemonized). The
+L{Reloader} changes the table and the listeners while it runs.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ from txrouter.build import Engines, build_table
 from txrouter.config import Config
 from txrouter.forwarding import TrustedProxies
 from txrouter.proxyclient import ProxyClient, ProxyClientService
+from txrouter.reloader import Reloader
 from txrouter.services import (
     DrainService,
     ListenerService,
     RouterService,
     RuntimeDirService,
 )
+from txrouter.signals import ControlSignals
 from txrouter.site import RouterSite
 from txrouter.threadpool import ThreadPoolService, make_pool
 from txrouter.workers import WorkerMonitor
@@ -64,6 +68,7 @@ def make_engines(config: Config, reactor: Any) -> Engines:
         monitor=WorkerMonitor(reactor, kill_time=config.drain_timeout),
         runtime_dir=runtime_dir,
         drain_timeout=config.drain_timeout,
+        instance=secrets.token_hex(2),
     )
 
 
@@ -84,13 +89,15 @@ def build_service(config: Config, reactor: Any) -> RouterService:
     top.setName("txrouter")
     top.site = site
     top.serve(table)
+    reloader = top.reloader = Reloader(reactor, top, config, engines)
     _child(top, "threadpool", ThreadPoolService(engines.pool, reactor))
     _child(top, "proxyclient", ProxyClientService(engines.client))
-    if table.worker_sets():
-        temporary = config.runtime_dir is None
-        _child(top, "runtime_dir", RuntimeDirService(engines.runtime_dir, temporary))
-        _child(top, "workers", engines.monitor)
+    # Always there, so that a reload can add the first worker route.
+    temporary = config.runtime_dir is None
+    _child(top, "runtime_dir", RuntimeDirService(engines.runtime_dir, temporary))
+    _child(top, "workers", engines.monitor)
     _child(top, "drain", DrainService(site, config.drain_timeout))
+    _child(top, "signals", ControlSignals(reactor, reloader.reload))
     for description in config.listen:
         endpoint = serverFromString(reactor, description)
         ListenerService(description, endpoint, site).setServiceParent(top)

@@ -11,8 +11,8 @@ would meet (every application that fails to load, every warning).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from twisted.logger import Logger
@@ -47,6 +47,9 @@ class Engines:
     @ivar monitor: supervises worker processes.
     @ivar runtime_dir: where worker sockets go (made when the service
         starts, not here).
+    @ivar instance: a few characters unique to this router process, in
+        its workers' socket names, so that an upgraded router's workers
+        never take the sockets of the old one's in a shared C{runtime_dir}.
     """
 
     reactor: Any
@@ -56,6 +59,7 @@ class Engines:
     monitor: WorkerMonitor
     runtime_dir: str
     drain_timeout: float
+    instance: str = ""
 
 
 class Builder:
@@ -65,9 +69,17 @@ class Builder:
     warnings.
     """
 
-    def __init__(self, engines: Engines) -> None:
+    def __init__(
+        self, engines: Engines, generation: int, kept: Mapping[Any, Any]
+    ) -> None:
+        """
+        @param generation: the number of the table being built.
+        @param kept: shared objects of the previous table, to use again.
+        """
         self.engines = engines
+        self.generation = generation
         self.warnings: list[str] = []
+        self._kept = kept
         self._shared: dict[Any, Any] = {}
 
     def shared(self, key: Any, make: Callable[[], _T]) -> _T:
@@ -75,8 +87,14 @@ class Builder:
         The object made for C{key} in this build, made now if it is the first.
         """
         if key not in self._shared:
-            self._shared[key] = make()
+            self._shared[key] = self._kept[key] if key in self._kept else make()
         return self._shared[key]  # type: ignore[no-any-return]
+
+    def shared_objects(self) -> dict[Any, Any]:
+        """
+        What this build's routes share, by key.
+        """
+        return dict(self._shared)
 
     def warn(self, message: str) -> None:
         """
@@ -85,14 +103,31 @@ class Builder:
         self.warnings.append(message)
 
 
-def build_table(config: Config, engines: Engines, generation: int = 1) -> RouteTable:
+def same_route(a: Route, b: Route) -> bool:
+    """
+    Whether two routes say the same, wherever in the file they stand.
+    """
+    return type(a) is type(b) and replace(a, origin=b.origin) == b  # type: ignore[type-var]
+
+
+def build_table(
+    config: Config,
+    engines: Engines,
+    generation: int = 1,
+    previous: RouteTable | None = None,
+    renew: frozenset[RouteKey] = frozenset(),
+) -> RouteTable:
     """
     Build every route of C{config} and the router over them.
 
+    @param previous: the table being replaced: a route it has under the
+        same key, saying the same, is taken over as it is (its workers
+        keep running, its upstreams keep their health), unless its key is
+        in C{renew}.
     @raise AppLoadError: in-process applications failed to load; the
         message lists each, with its route's C{file:line}.
     """
-    builder = Builder(engines)
+    builder = Builder(engines, generation, previous.apps if previous else {})
     failures = []
     routes: dict[RouteKey, BuiltRoute] = {}
     resources: dict[str, dict[str, IResource]] = {}
@@ -100,6 +135,11 @@ def build_table(config: Config, engines: Engines, generation: int = 1) -> RouteT
         served = resources[host] = {}
         for prefix, route in table.items():
             key = RouteKey(host, prefix)
+            old = previous.routes.get(key) if previous else None
+            if old is not None and key not in renew and same_route(old.route, route):
+                routes[key] = old
+                served[prefix] = old.built.resource
+                continue
             try:
                 built = kind_of(route).build(route, key, builder)
             except AppLoadError as e:
@@ -111,7 +151,13 @@ def build_table(config: Config, engines: Engines, generation: int = 1) -> RouteT
             _mount_files(served, entry.route, entry.mounts, builder)
     if failures:
         raise AppLoadError("\n".join(failures))
-    return RouteTable(generation, Router(resources), routes, tuple(builder.warnings))
+    return RouteTable(
+        generation,
+        Router(resources),
+        routes,
+        tuple(builder.warnings),
+        builder.shared_objects(),
+    )
 
 
 def _mount_files(

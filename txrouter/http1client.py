@@ -524,6 +524,14 @@ class ConnectionPool:
         if idle and connection in idle:
             idle.remove(connection)
 
+    def close_key(self, key: Any) -> None:
+        """
+        Close the idle connections to C{key} (an upstream no route uses
+        any more); connections busy with a request finish it first.
+        """
+        for connection in self._idle.pop(key, []):
+            connection.transport.loseConnection()  # type: ignore[union-attr]
+
     def _sweep(self) -> None:
         oldest = self._reactor.seconds() - self.idle_timeout
         for idle in list(self._idle.values()):

@@ -12,7 +12,7 @@ served entirely by the table that received it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -74,15 +74,19 @@ class RouteTable:
     @ivar warnings: what the build found worth telling (a Django project
         without C{STATIC_ROOT}, say); the server logs them, C{txrouter
         check} prints them.
+    @ivar apps: what routes share (an in-process application's resource),
+        by key, for the next build to keep.
     """
 
     generation: int
     router: Router
     routes: Mapping[RouteKey, BuiltRoute]
     warnings: tuple[str, ...] = ()
+    apps: Mapping[Any, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "routes", MappingProxyType(dict(self.routes)))
+        object.__setattr__(self, "apps", MappingProxyType(dict(self.apps)))
 
     def worker_sets(self) -> list[WorkerSet]:
         """

@@ -23,6 +23,7 @@ from txrouter.errors import ListenError
 from txrouter.site import RouterSite
 
 if TYPE_CHECKING:
+    from txrouter.reloader import Reloader
     from txrouter.routetable import RouteTable
 
 __all__ = ["DrainService", "ListenerService", "RouterService", "RuntimeDirService"]
@@ -35,10 +36,12 @@ class RouterService(MultiService):
 
     @ivar site: the one site of every listener, once assembled.
     @ivar table: the route table the site serves (L{serve}).
+    @ivar reloader: what changes the table while the router runs.
     """
 
     site: RouterSite | None = None
     table: RouteTable | None = None
+    reloader: Reloader | None = None
 
     def serve(self, table: RouteTable) -> None:
         """
@@ -82,11 +85,11 @@ class DrainService(Service):
 
     def __init__(self, site: RouterSite, timeout: float) -> None:
         self._site = site
-        self._timeout = timeout
+        self.timeout = timeout
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        return self._site.drain(self._timeout)
+        return self._site.drain(self.timeout)
 
 
 class RuntimeDirService(Service):

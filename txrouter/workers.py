@@ -15,10 +15,11 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.protocol import Protocol as _Protocol
@@ -29,12 +30,39 @@ from twisted.runner.procmon import ProcessMonitor
 from txrouter.routespec import Origin, Threads
 from txrouter.upstream import Upstream, UpstreamGroup
 
-__all__ = ["AppRoute", "WorkerMonitor", "WorkerSet"]
+__all__ = ["AppRoute", "WorkerMonitor", "WorkerSet", "WorkerStartError"]
 
 _log = Logger()
 
 #: Seconds between two attempts to reach a starting worker's socket.
 PROBE_INTERVAL = 0.1
+
+#: How many of a worker's last stderr lines are kept, to say why it failed.
+_KEPT_LINES = 20
+
+
+class WorkerStartError(Exception):
+    """
+    New workers did not become ready; the message says which and why, with
+    the worker's own last lines of output.
+    """
+
+
+class _OutputLogger(Logger):
+    """
+    The monitor's logger: forwards each line a worker prints, and keeps the
+    last few of each worker's stderr.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(namespace="txrouter.workers")
+        self.last_lines: dict[str, deque[str]] = {}
+
+    def emit(self, level: Any, format: str | None = None, **kwargs: Any) -> None:
+        if kwargs.get("stream") == "stderr" and "tag" in kwargs:
+            kept = self.last_lines.setdefault(kwargs["tag"], deque(maxlen=_KEPT_LINES))
+            kept.append(str(kwargs.get("line", "")))
+        super().emit(level, format, **kwargs)
 
 
 class WorkerMonitor(ProcessMonitor):
@@ -55,6 +83,34 @@ class WorkerMonitor(ProcessMonitor):
         self.killTime = kill_time  # type: ignore[assignment]
         self.watchers: dict[str, Callable[[str, bool], None]] = {}
         self._all_exited: list[Deferred[None]] = []
+        self._exited: dict[str, list[Deferred[None]]] = {}
+        self.log = self.output = _OutputLogger()
+
+    def last_lines(self, name: str) -> list[str]:
+        """
+        The last lines worker C{name} wrote to its stderr.
+        """
+        return list(self.output.last_lines.get(name, ()))
+
+    def retire(self, name: str) -> Deferred[None]:
+        """
+        Stop worker C{name} for good (SIGTERM, SIGKILL after C{killTime}),
+        with no restart, and forget it.
+
+        @return: fires once the process has exited.
+        """
+        restart = self.restart.pop(name, None)
+        if restart is not None and restart.active():
+            restart.cancel()
+        self.watchers.pop(name, None)
+        self.output.last_lines.pop(name, None)
+        if name in self._processes:
+            self.removeProcess(name)
+        if name not in self.protocols:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        self._exited.setdefault(name, []).append(done)
+        return done
 
     def startProcess(self, name: str) -> None:
         started = name not in self.protocols
@@ -66,6 +122,8 @@ class WorkerMonitor(ProcessMonitor):
         super()._monitoredProcessExited(name, reason)
         if name in self.watchers:
             self.watchers[name](name, False)
+        for d in self._exited.pop(name, []):
+            d.callback(None)
         if not self.protocols:
             waiting, self._all_exited = self._all_exited, []
             for d in waiting:
@@ -123,13 +181,17 @@ class WorkerSet:
         runtime_dir: str,
         socket_stem: str,
         drain_timeout: float,
+        generation: int = 1,
     ) -> None:
         """
         @param app_args: what C{python -m txrouter.worker serve} is to load
             (C{--django DIR --settings MOD}, or C{--wsgi MOD:ATTR}).
         @param cwd: the workers' working directory.
         @param socket_stem: the start of the workers' socket names, unique
-            to the route.
+            to the route and to this router.
+        @param generation: the route table the set is made for; sets made
+            later for the same route (a reload, a restart) get other
+            process names and sockets, so that both run side by side.
         """
         self._reactor = reactor
         self._monitor = monitor
@@ -140,10 +202,16 @@ class WorkerSet:
         env["TXROUTER_WORKER_TOKEN"] = self.token.decode("ascii")
         self._by_name: dict[str, Upstream] = {}
         self._runs: dict[str, int] = {}
+        self._waiting: list[Deferred[None]] = []
+        self.generation = generation
         members = []
         for number in range(1, route.workers + 1):
-            socket = os.path.join(runtime_dir, f"{socket_stem}-{number}.sock")
+            socket = os.path.join(
+                runtime_dir, f"{socket_stem}g{generation}-{number}.sock"
+            )
             name = f"{route.origin.where} worker {number}"
+            if generation > 1:
+                name += f" (table {generation})"
             upstream = Upstream(
                 name,
                 UNIXClientEndpoint(reactor, socket, timeout=5),
@@ -171,9 +239,65 @@ class WorkerSet:
                 str(route.workers),
                 *app_args,
             ]
-            monitor.addProcess(name, args, env=env, cwd=cwd)
+            # Watched first: a running monitor starts the process at once.
             monitor.watchers[name] = self._changed
+            monitor.addProcess(name, args, env=env, cwd=cwd)
         self.group = UpstreamGroup(reactor, members)
+
+    @property
+    def names(self) -> list[str]:
+        """
+        The process names of the set's workers, in order.
+        """
+        return list(self._by_name)
+
+    def pids(self) -> dict[str, int | None]:
+        """
+        Each worker's process ID, L{None} while it is not running.
+        """
+        found: dict[str, int | None] = {}
+        for name in self._by_name:
+            protocol = self._monitor.protocols.get(name)
+            transport = getattr(protocol, "transport", None)
+            found[name] = getattr(transport, "pid", None)
+        return found
+
+    def all_ready(self) -> bool:
+        """
+        Whether every worker of the set answers.
+        """
+        return all(upstream.ready for upstream in self._by_name.values())
+
+    def in_flight(self) -> int:
+        """
+        Requests the router has sent to the set and not seen answered.
+        """
+        return sum(upstream.in_flight for upstream in self._by_name.values())
+
+    def ready(self) -> Deferred[None]:
+        """
+        Fires once every worker answers; fails with L{WorkerStartError} if
+        one exits before it does.
+        """
+        if self.all_ready():
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def retire(self) -> Deferred[None]:
+        """
+        Stop the set's workers for good; fires once all have exited.
+        """
+        self._runs.clear()  # stops the probes
+        self._fail_waiting("the workers were stopped")
+        exits = [self._monitor.retire(name) for name in self._by_name]
+        return DeferredList(exits, consumeErrors=True).addCallback(lambda _: None)
+
+    def _fail_waiting(self, why: str) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(WorkerStartError(why))
 
     def _changed(self, name: str, started: bool) -> None:
         upstream = self._by_name[name]
@@ -184,7 +308,14 @@ class WorkerSet:
         if started:
             upstream.down_until = 0.0
             self._probe(name, self._runs[name])
-        elif self._monitor.running:
+            return
+        if self._waiting:
+            lines = "\n".join("  " + line for line in self._monitor.last_lines(name))
+            self._fail_waiting(
+                f"{name} exited before it was ready"
+                + (f"; its last output:\n{lines}" if lines else "")
+            )
+        if self._monitor.running:
             _log.warn("{name} exited; it will be restarted", name=name)
 
     def _probe(self, name: str, run: int) -> None:
@@ -199,6 +330,10 @@ class WorkerSet:
             if self._runs.get(name) == run:
                 upstream.ready = True
                 _log.info("{name} is ready", name=name)
+                if self.all_ready():
+                    waiting, self._waiting = self._waiting, []
+                    for d in waiting:
+                        d.callback(None)
 
         def retry(_: Failure) -> None:
             self._reactor.callLater(PROBE_INTERVAL, self._probe, name, run)

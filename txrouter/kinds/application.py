@@ -119,8 +119,9 @@ def in_workers(
         app_args,
         cwd,
         engines.runtime_dir,
-        socket_stem(key),
+        socket_stem(key) + engines.instance,
         engines.drain_timeout,
+        builder.generation,
     )
     settings = ProxySettings(
         name=str(route.origin),

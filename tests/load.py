@@ -1,0 +1,154 @@
+"""
+L{SteadyLoad}: a bounded, steady load from several keep-alive clients, for
+the end-to-end tests that change a running router (reload, restart,
+upgrade) and must show that no request fails or gets a wrong answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["Check", "SteadyLoad", "echo_post", "get"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """
+    One request the clients send over and over, and what a right answer is.
+
+    @ivar accept: called with the status and body; returns an error text,
+        or L{None} when the answer is right.
+    """
+
+    method: str
+    path: str
+    body: bytes | None
+    accept: Callable[[int, bytes], str | None]
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def get(path: str, *bodies: bytes, prefix: bool = False) -> Check:
+    """
+    A GET answered with 200 and one of C{bodies} (any body if none; with
+    C{prefix}, a body starting with one of them).
+    """
+
+    def accept(status: int, body: bytes) -> str | None:
+        if status != 200:
+            return f"status {status}: {body[:200]!r}"
+        if not bodies:
+            return None
+        if any(body.startswith(b) if prefix else body == b for b in bodies):
+            return None
+        return f"unexpected body {body[:200]!r}"
+
+    return Check("GET", path, None, accept)
+
+
+def echo_post(path: str, size: int) -> Check:
+    """
+    A POST of C{size} random bytes to an echo view that answers with the
+    body's length and SHA-256 as JSON.
+    """
+    body = os.urandom(size)
+    digest = hashlib.sha256(body).hexdigest().encode()
+
+    def accept(status: int, answer: bytes) -> str | None:
+        if status != 200:
+            return f"status {status}: {answer[:200]!r}"
+        if digest not in answer or f'"length": {size}'.encode() not in answer:
+            return f"wrong echo {answer[:200]!r}"
+        return None
+
+    return Check(
+        "POST",
+        path,
+        body,
+        accept,
+        (("Content-Type", "application/octet-stream"),),
+    )
+
+
+@dataclass
+class SteadyLoad:
+    """
+    C{clients} threads, each on its own keep-alive connection to
+    127.0.0.1:C{port}, sending the C{checks} in turn (a short pause between
+    requests keeps the load bounded) until L{stop}.
+
+    @ivar done: requests answered rightly.
+    @ivar failures: what went wrong, one line per failed request.
+    """
+
+    port: int
+    checks: Sequence[Check]
+    clients: int = 4
+    pause: float = 0.005
+    done: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> SteadyLoad:
+        for number in range(self.clients):
+            thread = threading.Thread(target=self._client, args=(number,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        """
+        Stop the clients (each finishes the request it is in).
+        """
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def wait_for(self, count: int, timeout: float = 60.0) -> None:
+        """
+        Wait until C{count} more requests have been answered.
+        """
+        target = self.done + count
+        deadline = time.monotonic() + timeout
+        while self.done < target and not self.failures:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"load stalled at {self.done} requests")
+            time.sleep(0.01)
+
+    def _client(self, number: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        turn = number
+        try:
+            while not self._stopping.is_set():
+                check = self.checks[turn % len(self.checks)]
+                turn += 1
+                error = self._one(connection, check)
+                with self._lock:
+                    if error is None:
+                        self.done += 1
+                    else:
+                        self.failures.append(f"{check.method} {check.path}: {error}")
+                        connection.close()
+                time.sleep(self.pause)
+        finally:
+            connection.close()
+
+    def _one(self, connection: http.client.HTTPConnection, check: Check) -> str | None:
+        try:
+            connection.request(
+                check.method, check.path, body=check.body, headers=dict(check.headers)
+            )
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            return f"{type(e).__name__}: {e}"
+        if response.getheader("connection", "").lower() == "close":
+            connection.close()
+        return check.accept(response.status, body)
