@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.upstreams import _self_signed
 from txrouter.config import (
     Config,
     DjangoRoute,
@@ -29,8 +30,9 @@ from txrouter.config import (
     load_config,
 )
 from txrouter.djangoproject import default_settings_module
+from txrouter.endpointstrings import ListenAddress, listen_address, split_endpoint
 from txrouter.errors import ConfigError, Problem
-from txrouter.yamlsource import LocatedDict, LocatedList, load_yaml
+from txrouter.yamlsource import MAX_DEPTH, LocatedDict, LocatedList, TooDeep, load_yaml
 
 MANAGE_PY = """\
 #!/usr/bin/env python
@@ -720,6 +722,430 @@ class SeveralProblemsTests(SynchronousTestCase):
         self.assertNotIn("Traceback", str(error))
 
 
+#: The message of a file nested more than 100 levels deep.
+TOO_DEEP = (
+    "nested too deeply (more than 100 levels of lists and mappings); a routes "
+    "file needs only a few: look for a stray '[' or '{', or an alias that "
+    "repeats a deep value"
+)
+
+#: The message of a character refused in an http(s) upstream URL.
+NOT_IN_URL = (
+    "is not allowed in an upstream URL (printable ASCII only, no spaces): "
+    "percent-encode it in the path ('%20' for a space) and write a host name "
+    "in its ASCII 'xn--' form"
+)
+
+#: The end of the message of a listener whose folder does not exist.
+NO_FOLDER = (
+    "of the socket does not exist (relative paths start at the working "
+    "directory, '{root}', as in Twisted)"
+)
+
+#: The message of a C{listen} string given twice.
+SAME = (
+    "the same endpoint as {first}; each address can be bound once: remove one of them"
+)
+
+# (case name, routes file, the whole text of its one problem after "FILE:").
+# "{root}" stands for the site folder, which is also the working directory;
+# "{cert}" and "{key}" for a self-signed certificate and its key in it.
+EXACT_PROBLEM_CASES: list[tuple[str, str, str]] = [
+    (
+        "a list nested 5,000 levels deep",
+        "listen: " + "[" * 5000 + "]" * 5000 + "\nroutes: {/: {static: pub}}\n",
+        f"1: {TOO_DEEP}",
+    ),
+    (
+        "a flow mapping nested 5,000 levels deep",
+        "listen: tcp:8080\nroutes:\n  /: {static: pub, cache: "
+        + "{a: " * 5000
+        + "1"
+        + "}" * 5000
+        + "}\n",
+        f"3: {TOO_DEEP}",
+    ),
+    (
+        "block mappings nested 150 levels deep: the 101st level's line",
+        "listen: tcp:8080\nroutes:\n  /:\n"
+        + "".join(" " * (i + 4) + f"k{i}:\n" for i in range(150)),
+        f"102: {TOO_DEEP}",
+    ),
+    (
+        "an alias of 60 levels used 60 levels deep",
+        "listen: tcp:8080\nroutes: {/: {static: pub}}\n"
+        "deep: &deep " + "[" * 60 + "]" * 60 + "\n"
+        "deeper: " + "[" * 60 + "*deep" + "]" * 60 + "\n",
+        f"4: {TOO_DEEP}",
+    ),
+    (
+        "the same endpoint twice",
+        """
+        listen:
+          - tcp:8080
+          - tcp:8080
+        routes: {/: {static: pub}}
+        """,
+        "3: listen[1]: " + SAME.format(first="listen[0] (line 2)"),
+    ),
+    (
+        "one port, positional and named",
+        """
+        listen:
+          - tcp:8080
+          - tcp:8081
+          - tcp:port=8080:backlog=10
+        routes: {/: {static: pub}}
+        """,
+        "4: listen[2]: " + SAME.format(first="listen[0] (line 2)"),
+    ),
+    (
+        "a PROXY-protocol listener on a port already listed",
+        """
+        listen:
+          - tcp:8080:interface=127.0.0.1
+          - haproxy:tcp:8080:interface=127.0.0.1
+        routes: {/: {static: pub}}
+        """,
+        "3: listen[1]: " + SAME.format(first="listen[0] (line 2)"),
+    ),
+    (
+        "one IPv6 interface written two ways",
+        r"""
+        listen:
+          - 'tcp6:8080:interface=\:\:1'
+          - 'tcp6:port=8080:interface=0\:0\:0\:0\:0\:0\:0\:1'
+        routes: {/: {static: pub}}
+        """,
+        "3: listen[1]: " + SAME.format(first="listen[0] (line 2)"),
+    ),
+    (
+        "one socket, relative and absolute",
+        """
+        listen:
+          - unix:pub/txrouter.sock
+          - unix:{root}/pub/./txrouter.sock
+        routes: {/: {static: pub}}
+        """,
+        "3: listen[1]: " + SAME.format(first="listen[0] (line 2)"),
+    ),
+    (
+        "port above 65535",
+        "listen: tcp:70000\nroutes: {/: {static: pub}}\n",
+        "1: listen: port must be 1-65535, got 70000",
+    ),
+    (
+        "port 0 (any free port: nobody could find it)",
+        "listen: tcp:0:interface=127.0.0.1\nroutes: {/: {static: pub}}\n",
+        "1: listen: port must be 1-65535, got 0",
+    ),
+    (
+        "negative port, named",
+        "listen: tcp:port=-1\nroutes: {/: {static: pub}}\n",
+        "1: listen: port must be 1-65535, got -1",
+    ),
+    (
+        "IPv6 port above 65535, second in a list",
+        "listen: [tcp:8080, tcp6:99999]\nroutes: {/: {static: pub}}\n",
+        "1: listen[1]: port must be 1-65535, got 99999",
+    ),
+    (
+        "TLS port above 65535",
+        "listen: ssl:70000:privateKey={key}:certKey={cert}\n"
+        "routes: {/: {static: pub}}\n",
+        "1: listen: port must be 1-65535, got 70000",
+    ),
+    (
+        "PROXY-protocol port above 65535",
+        "listen: haproxy:tcp:70000\nroutes: {/: {static: pub}}\n",
+        "1: listen: port must be 1-65535, got 70000",
+    ),
+    (
+        "UNIX socket in a folder that does not exist",
+        "listen: unix:/no/such/dir/s.sock\nroutes: {/: {static: pub}}\n",
+        f"1: listen: the folder '/no/such/dir' {NO_FOLDER}",
+    ),
+    (
+        "UNIX socket in a relative folder that does not exist",
+        "listen: [tcp:8080, 'unix:run/s.sock:mode=600']\nroutes: {/: {static: pub}}\n",
+        f"1: listen[1]: the folder '{{root}}/run' {NO_FOLDER}",
+    ),
+    (
+        "PROXY-protocol socket in a folder that does not exist",
+        "listen: haproxy:unix:address=/no/such/dir/s.sock\n"
+        "routes: {/: {static: pub}}\n",
+        f"1: listen: the folder '/no/such/dir' {NO_FOLDER}",
+    ),
+    (
+        "endpoint ending in a lone backslash",
+        "listen: tcp:8080\\\nroutes: {/: {static: pub}}\n",
+        "1: listen: bad endpoint 'tcp:8080\\\\': the string ends in a lone "
+        "backslash; write '\\\\' for a backslash",
+    ),
+    (
+        "upstream with CR LF: a header injected upstream",
+        "listen: tcp:8080\nroutes:\n"
+        '  /api/: {proxy: "http://127.0.0.1:9000/a\\r\\nX: y"}\n',
+        f"3: routes['/api/'].proxy: '\\r' at position 23 {NOT_IN_URL}",
+    ),
+    (
+        "upstream with a space: the request line split",
+        'listen: tcp:8080\nroutes:\n  /api/: {proxy: "http://127.0.0.1:9000/a b/"}\n',
+        f"3: routes['/api/'].proxy: ' ' at position 23 {NOT_IN_URL}",
+    ),
+    (
+        "upstream with a tab, second in a list",
+        "listen: tcp:8080\nroutes:\n  /api/:\n    proxy:\n"
+        "      - http://127.0.0.1:9001/\n"
+        '      - "https://127.0.0.1:9002/\\t"\n',
+        f"6: routes['/api/'].proxy[1]: '\\t' at position 23 {NOT_IN_URL}",
+    ),
+    (
+        "upstream with DEL",
+        'listen: tcp:8080\nroutes:\n  /api/: {proxy: "http://127.0.0.1\\x7f/"}\n',
+        f"3: routes['/api/'].proxy: '\\x7f' at position 16 {NOT_IN_URL}",
+    ),
+    (
+        "upstream with a character outside ASCII",
+        "listen: tcp:8080\nroutes:\n  /api/: {proxy: http://127.0.0.1:9000/café/}\n",
+        f"3: routes['/api/'].proxy: 'é' at position 25 {NOT_IN_URL}",
+    ),
+    (
+        "UNIX upstream with LF",
+        'listen: tcp:8080\nroutes:\n  /api/: {proxy: "unix:/run/a\\nb.sock"}\n',
+        "3: routes['/api/'].proxy: '\\n' at position 11 is not allowed in a "
+        "socket path (no control characters)",
+    ),
+]
+
+
+class ExactProblemTests(SynchronousTestCase):
+    """
+    Files that once crashed the loader or were accepted get one problem
+    each, whose whole text is known.
+    """
+
+    def test_each_case(self) -> None:
+        """
+        Every case of the table gives exactly its one problem, word for word.
+        """
+        root = make_site(self)
+        chdir(self, root)
+        cert, key = _self_signed(root)
+        failures = []
+        for name, text, expected in EXACT_PROBLEM_CASES:
+            text = text.replace("{cert}", cert).replace("{key}", key)
+            path = write_routes(root, text.replace("{root}", str(root)))
+            wanted = [f"{path}:{expected.replace('{root}', str(root))}"]
+            try:
+                load_config(path)
+            except ConfigError as e:
+                found = [str(p) for p in e.problems]
+            else:
+                found = ["(accepted)"]
+            if found != wanted:
+                failures.append(f"{name}:\n    got      {found}\n    expected {wanted}")
+        if failures:
+            self.fail("\n".join(failures))
+
+    def test_every_bad_listen_string_at_once(self) -> None:
+        """
+        Bad ports, a missing folder and a repeated string in one C{listen}
+        list are all reported, each on its item's line.
+        """
+        root = make_site(self)
+        chdir(self, root)
+        path = write_routes(
+            root,
+            """
+            listen:
+              - tcp:70000
+              - unix:/no/such/dir/s.sock
+              - tcp:8080
+              - tcp:8080
+              - tcp:notaport
+            routes: {/: {static: pub}}
+            """,
+        )
+        self.assertEqual(
+            [(p.line, p.where) for p in problems_of(self, path)],
+            [
+                (2, "listen[0]"),
+                (3, "listen[1]"),
+                (5, "listen[3]"),
+                (6, "listen[4]"),
+            ],
+        )
+
+    def test_port_and_twisted_problem_together(self) -> None:
+        """
+        An C{ssl:} string with a bad port and a missing key file gets both
+        problems, not one per run.
+        """
+        root = make_site(self)
+        chdir(self, root)
+        path = write_routes(
+            root, "listen: ssl:70000:privateKey=nokey.pem\nroutes: {/: {static: pub}}\n"
+        )
+        problems = problems_of(self, path)
+        self.assertEqual(len(problems), 2, "\n".join(map(str, problems)))
+        self.assertEqual(problems[0].message, "port must be 1-65535, got 70000")
+        self.assertIn("nokey.pem", problems[1].message)
+
+    def test_billion_laughs_duplicate(self) -> None:
+        """
+        A duplicate key after aliases nested to 10**7 values is reported at
+        once: the search for its place visits each shared value once.
+        """
+        root = make_site(self)
+        levels = ["a0: &a0 [" + ", ".join(["{x: 1}"] * 10) + "]"]
+        for i in range(1, 8):
+            levels.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+        path = write_routes(
+            root,
+            "listen: tcp:8080\n"
+            + "\n".join(levels)
+            + "\nroutes: {/: {static: pub}, /: {static: pub}}\n",
+        )
+        problems = problems_of(self, path)
+        self.assertEqual(
+            [(p.line, p.where) for p in problems if "given twice" in p.message],
+            [(10, "routes['/']")],
+        )
+
+
+class ValidNeighbourTests(SynchronousTestCase):
+    """
+    Values next to the refused ones still load.
+    """
+
+    def test_listen_and_upstreams(self) -> None:
+        """
+        Ports 1 and 65535, one port on two interfaces, TLS, PROXY protocol,
+        sockets in existing folders, percent-encoded upstream paths and
+        socket paths with spaces are all accepted as written.
+        """
+        root = make_site(self)
+        chdir(self, root)
+        cert, key = _self_signed(root)
+        listen = (
+            "tcp:1",
+            "tcp:65535",
+            "tcp:8080",
+            "tcp:8080:interface=127.0.0.1",
+            r"tcp6:8080:interface=\:\:1",
+            f"ssl:8443:privateKey={key}:certKey={cert}",
+            "haproxy:tcp:8444",
+            "unix:pub/txrouter.sock",
+            f"unix:{root}/hello/txrouter.sock",
+        )
+        upstreams = (
+            "http://127.0.0.1:9000/a%20b/",
+            "https://127.0.0.1:9001/~x/",
+            f"unix:{root}/my app.sock",
+        )
+        path = write_routes(
+            root,
+            "listen:\n"
+            + "".join(f"  - '{item}'\n" for item in listen)
+            + "routes:\n  /api/:\n    proxy:\n"
+            + "".join(f"      - '{item}'\n" for item in upstreams),
+        )
+        config = load_config(path)
+        self.assertEqual(config.listen, listen)
+        self.assertEqual(config.tables[""]["/api/"].upstreams, upstreams)  # type: ignore[union-attr]
+
+
+# (endpoint string, its positional and named arguments).
+SPLIT_CASES: list[tuple[str, list[str], dict[str, str]]] = [
+    ("tcp:8080", ["tcp", "8080"], {}),
+    (r"tcp:8080:interface=\:\:1", ["tcp", "8080"], {"interface": "::1"}),
+    (
+        "unix:address=/run/a.sock:mode=600",
+        ["unix"],
+        {"address": "/run/a.sock", "mode": "600"},
+    ),
+    ("x:a=b=c", ["x"], {"a": "b=c"}),
+    (r"x:a\=b", ["x", "a=b"], {}),
+    (r"unix:/a\:b", ["unix", "/a:b"], {}),
+    ("x:\\\\", ["x", "\\"], {}),
+    ("tcp:", ["tcp", ""], {}),
+    ("", [""], {}),
+    ("port=80", [], {"port": "80"}),
+]
+
+# (endpoint string, what it binds). "{cwd}" stands for the working folder.
+ADDRESS_CASES: list[tuple[str, ListenAddress]] = [
+    ("tcp:8080", ListenAddress("tcp", "0.0.0.0", 8080)),
+    ("tcp:port=8080:backlog=5", ListenAddress("tcp", "0.0.0.0", 8080)),
+    ("tcp:8080:interface=0.0.0.0", ListenAddress("tcp", "0.0.0.0", 8080)),
+    ("tcp:8080:127.0.0.1", ListenAddress("tcp", "127.0.0.1", 8080)),
+    (r"tcp:8080:interface=\:\:1", ListenAddress("tcp", "::1", 8080)),
+    ("tcp:8080:interface=LocalHost", ListenAddress("tcp", "localhost", 8080)),
+    ("tcp6:8080", ListenAddress("tcp", "::", 8080)),
+    (r"tcp6:8080:5:0\:0\:0\:0\:0\:0\:0\:1", ListenAddress("tcp", "::1", 8080)),
+    ("ssl:8443:privateKey=k.pem", ListenAddress("tcp", "0.0.0.0", 8443)),
+    ("ssl:port=8443:interface=127.0.0.1", ListenAddress("tcp", "127.0.0.1", 8443)),
+    ("tls:/certs", ListenAddress("tcp", "::", 443)),
+    ("tls:/certs:8443", ListenAddress("tcp", "::", 8443)),
+    ("tls:path=/certs:port=70000", ListenAddress("tcp", "::", 70000)),
+    ("haproxy:tcp:8080", ListenAddress("tcp", "0.0.0.0", 8080)),
+    ("HAProxy:tcp:port=70000", ListenAddress("tcp", "0.0.0.0", 70000)),
+    ("haproxy:haproxy:tcp6:1", ListenAddress("tcp", "::", 1)),
+    ("tcp:-1", ListenAddress("tcp", "0.0.0.0", -1)),
+    ("tcp:80a", ListenAddress("tcp", "0.0.0.0", None)),
+    ("tcp", ListenAddress("tcp", "0.0.0.0", None)),
+    ("unix:/run/a.sock", ListenAddress("unix", "/run/a.sock")),
+    ("unix:address=/run/a.sock:mode=600", ListenAddress("unix", "/run/a.sock")),
+    ("unix:/run/../run//a.sock", ListenAddress("unix", "/run/a.sock")),
+    ("unix:run/a.sock", ListenAddress("unix", "{cwd}/run/a.sock")),
+    ("haproxy:unix:/run/a.sock", ListenAddress("unix", "/run/a.sock")),
+    ("unix:\0abstract", ListenAddress("unix", "\0abstract")),
+]
+
+
+class EndpointStringTests(SynchronousTestCase):
+    """
+    L{split_endpoint} reads endpoint strings as Twisted does, and
+    L{listen_address} tells what they bind.
+    """
+
+    def test_split(self) -> None:
+        """
+        Colons separate, the first C{=} names, a backslash escapes.
+        """
+        for text, args, named in SPLIT_CASES:
+            self.assertEqual(split_endpoint(text), (args, named), text)
+
+    def test_lone_backslash(self) -> None:
+        """
+        A string ending in a lone backslash is refused.
+        """
+        self.assertRaises(ValueError, split_endpoint, "tcp:8080\\")
+
+    def test_addresses(self) -> None:
+        """
+        Every case of the table binds its address: defaults filled in,
+        interfaces and paths in one normal form, C{haproxy:} unwrapped.
+        """
+        cwd = os.getcwd()
+        for text, address in ADDRESS_CASES:
+            expected = ListenAddress(
+                address.family, address.place.replace("{cwd}", cwd), address.port
+            )
+            self.assertEqual(listen_address(text), expected, text)
+
+    def test_other_types(self) -> None:
+        """
+        Other endpoint types are the same address when their arguments are,
+        named ones in any order.
+        """
+        first = listen_address("systemd:domain=INET:index=0")
+        self.assertEqual(first, listen_address("Systemd:index=0:domain=INET"))
+        self.assertNotEqual(first, listen_address("systemd:domain=INET:index=1"))
+        self.assertEqual((first.family, first.port), ("systemd", None))
+
+
 FULL = """
     # Every kind of route, two hosts and every top-level key.
     listen:
@@ -1169,6 +1595,44 @@ class LoadYamlTests(SynchronousTestCase):
         self.assertRaises(
             yaml.YAMLError, load_yaml, "a: !!python/object/apply:os.getcwd []\n"
         )
+
+    def test_depth_limit(self) -> None:
+        """
+        C{MAX_DEPTH} (100) levels of lists load; one more is L{TooDeep}, on
+        the line where that level begins.
+        """
+        self.assertEqual(MAX_DEPTH, 100)
+        data, _ = load_yaml("[" * MAX_DEPTH + "]" * MAX_DEPTH)
+        for _ in range(MAX_DEPTH - 1):
+            [data] = data
+        self.assertEqual(data, [])
+        self.assertRaises(TooDeep, load_yaml, "[" * 101 + "]" * 101)
+        text = "a:\n" + "".join(" " * i + "-\n" for i in range(1, MAX_DEPTH + 1))
+        error = self.assertRaises(TooDeep, load_yaml, text)
+        self.assertEqual(error.line, MAX_DEPTH + 1)
+
+    def test_alias_depth(self) -> None:
+        """
+        An alias counts the levels it repeats: 50 levels used inside 50 load,
+        inside 51 they are refused, on the alias's line.
+        """
+        deep = "a: &a " + "[" * 50 + "]" * 50 + "\n"
+        data, _ = load_yaml(deep + "b: " + "[" * 49 + "*a" + "]" * 49 + "\n")
+        inner = data["b"]
+        for _ in range(48):
+            inner = inner[0]
+        self.assertIs(inner[0], data["a"])
+        error = self.assertRaises(
+            TooDeep, load_yaml, deep + "b: " + "[" * 50 + "*a" + "]" * 50 + "\n"
+        )
+        self.assertEqual(error.line, 2)
+
+    def test_recursive_alias(self) -> None:
+        """
+        A list that contains itself is a YAML error, not a C{RecursionError}.
+        """
+        error = self.assertRaises(yaml.YAMLError, load_yaml, "a: &a [*a]\n")
+        self.assertNotIsInstance(error, TooDeep)
 
 
 class DefaultSettingsModuleTests(SynchronousTestCase):

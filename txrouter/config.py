@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from txrouter.configreader import ConfigReader, describe
+from txrouter.endpointstrings import ListenAddress
 from txrouter.errors import ConfigError, Problem
 from txrouter.kinds import KINDS, Route
 from txrouter.kinds.django import DjangoRoute
@@ -30,7 +31,7 @@ from txrouter.kinds.redirect import RedirectRoute
 from txrouter.kinds.static import StaticRoute
 from txrouter.kinds.wsgi import WsgiRoute
 from txrouter.routespec import Origin, Threads
-from txrouter.yamlsource import LocatedDict, LocatedList, load_yaml
+from txrouter.yamlsource import LocatedDict, LocatedList, TooDeep, load_yaml
 
 __all__ = [
     "Config",
@@ -107,6 +108,8 @@ def load_config(path: Path) -> Config:
         ) from None
     try:
         data, duplicates = load_yaml(text)
+    except TooDeep as e:
+        raise ConfigError([Problem(name, e.line, "", str(e))]) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 0
@@ -177,9 +180,16 @@ def _where_in(root: Any, mapping: LocatedDict, key: Any) -> str:
             return f"{path}[{name!r}]"
         return f"{path}.{name}" if path else str(name)
 
+    # Aliases share values: each is searched once, or a file of nested
+    # aliases ("billion laughs") would take hours here.
+    seen: set[int] = set()
+
     def search(node: Any, path: str) -> str | None:
         if node is mapping:
             return step(path, key)
+        if id(node) in seen:
+            return None
+        seen.add(id(node))
         children = node.items() if isinstance(node, dict) else []
         if isinstance(node, list):
             children = [(f"[{i}]", item) for i, item in enumerate(node)]
@@ -219,9 +229,22 @@ def _read_listen(reader: ConfigReader, data: LocatedDict) -> tuple[str, ...]:
         )
         return ()
     result = []
+    first: dict[ListenAddress, tuple[str, int]] = {}
     for item, line, where in items:
-        if reader.endpoint(item, line, where):
-            result.append(item)
+        address = reader.endpoint(item, line, where)
+        if address is None:
+            continue
+        if address in first:
+            first_where, first_line = first[address]
+            reader.problem(
+                line,
+                where,
+                f"the same endpoint as {first_where} (line {first_line}); "
+                "each address can be bound once: remove one of them",
+            )
+            continue
+        first[address] = (where, line)
+        result.append(item)
     return tuple(result)
 
 

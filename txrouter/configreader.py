@@ -4,7 +4,8 @@ The checks behind L{txrouter.config.load_config}.
 A L{ConfigReader} walks the located YAML data and collects every problem it
 finds (rather than stopping at the first). It knows the shape of a route
 table; each route is read by its kind (L{txrouter.kinds}), with the
-reader's checks for numbers, flags, folders and thread pools.
+reader's checks for numbers, flags, folders, thread pools and C{listen}
+endpoint strings (L{txrouter.endpointstrings} tells what one binds).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.endpoints import serverFromString
 
+from txrouter.endpointstrings import ListenAddress, listen_address
 from txrouter.errors import Problem
 from txrouter.routespec import Origin, Threads
 from txrouter.yamlsource import LocatedDict
@@ -167,11 +169,12 @@ class ConfigReader:
             return default
         return value
 
-    def endpoint(self, value: Any, line: int, where: str) -> bool:
+    def endpoint(self, value: Any, line: int, where: str) -> ListenAddress | None:
         """
-        Check a server endpoint string with Twisted's own parser.
+        Check a server endpoint string: its port and its socket's folder,
+        then the rest with Twisted's own parser.
 
-        @return: whether it is valid.
+        @return: what it binds, or L{None} when it is not valid.
         """
         if not isinstance(value, str) or not value:
             self.problem(
@@ -180,7 +183,17 @@ class ConfigReader:
                 "expected an endpoint string such as 'tcp:8080', "
                 f"got {describe(value)}",
             )
-            return False
+            return None
+        try:
+            address = listen_address(value)
+        except ValueError as e:
+            self.problem(
+                line,
+                where,
+                f"bad endpoint {value!r}: {e}; write '\\\\' for a backslash",
+            )
+            return None
+        valid = self._bindable(address, line, where)
         try:
             # Parsing builds the endpoint object only; nothing listens, and
             # the reactor argument is not used until listen() is called.
@@ -193,7 +206,28 @@ class ConfigReader:
                 "Twisted server endpoint string such as "
                 "'tcp:8080:interface=127.0.0.1' or 'unix:/run/txrouter.sock'",
             )
+            return None
+        return address if valid else None
+
+    def _bindable(self, address: ListenAddress, line: int, where: str) -> bool:
+        """
+        Check what Twisted's parser lets through and binding would refuse
+        (or, for port 0, bind to a port nobody can know).
+        """
+        if address.port is not None and not 1 <= address.port <= 65535:
+            self.problem(line, where, f"port must be 1-65535, got {address.port}")
             return False
+        if address.family == "unix" and address.place.startswith("/"):
+            folder = os.path.dirname(address.place)
+            if not os.path.isdir(folder):
+                self.problem(
+                    line,
+                    where,
+                    f"the folder {folder!r} of the socket does not exist "
+                    "(relative paths start at the working directory, "
+                    f"{os.getcwd()!r}, as in Twisted)",
+                )
+                return False
         return True
 
     def host_name(self, raw: Any, line: int, where: str) -> str | None:

@@ -6,6 +6,11 @@ where values came from. L{load_yaml} builds the same plain data, but every
 mapping is a L{LocatedDict} and every list a L{LocatedList} that remember the
 line of each key or item, and a key given twice in one mapping is reported.
 
+Lists and mappings may nest at most L{MAX_DEPTH} levels deep, aliases
+included: composing and constructing YAML recurse once per level, and a
+file nested thousands of levels deep would otherwise end in a
+C{RecursionError} instead of a message.
+
     >>> data, duplicates = load_yaml("a: 1\\nb: {c: 2}\\n")
     >>> data.line_of("b")
     2
@@ -18,7 +23,19 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Duplicate", "LocatedDict", "LocatedList", "load_yaml"]
+__all__ = [
+    "MAX_DEPTH",
+    "Duplicate",
+    "LocatedDict",
+    "LocatedList",
+    "TooDeep",
+    "load_yaml",
+]
+
+#: How many levels of lists and mappings may nest. A routes file needs
+#: about five; the loader recurses about three Python frames per level, so
+#: this keeps well below Python's recursion limit of 1000.
+MAX_DEPTH = 100
 
 
 class LocatedDict(dict[Any, Any]):
@@ -51,6 +68,22 @@ class LocatedList(list[Any]):
         return self.item_lines[index]
 
 
+class TooDeep(yaml.YAMLError):
+    """
+    Lists and mappings nest more than L{MAX_DEPTH} levels deep.
+
+    @ivar line: the 1-based line where the level one too many begins.
+    """
+
+    def __init__(self, line: int) -> None:
+        super().__init__(
+            f"nested too deeply (more than {MAX_DEPTH} levels of lists and "
+            "mappings); a routes file needs only a few: look for a stray '[' "
+            "or '{', or an alias that repeats a deep value"
+        )
+        self.line = line
+
+
 class Duplicate:
     """
     A key that appears twice in one mapping.
@@ -73,10 +106,48 @@ def _line(node: yaml.Node) -> int:
 
 class _Loader(yaml.SafeLoader):
     """
-    The safe loader, building located containers.
+    The safe loader, building located containers, with a depth limit.
+
+    @ivar depth: how many lists and mappings enclose the node being composed.
+    @ivar heights: how many levels of lists and mappings each composed
+        collection holds, itself included (scalars hold none), so that an
+        alias is measured by what it repeats.
     """
 
     duplicates: list[Duplicate]
+    depth: int
+    heights: dict[yaml.Node, int]
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: yaml.Event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            # An alias inside the collection it names has no height yet:
+            # the constructor refuses such a recursive value anyway.
+            self._check_depth(self.depth + self._height(node), event)
+            return node
+        if not isinstance(event, yaml.CollectionStartEvent):
+            return super().compose_node(parent, index)
+        self.depth += 1
+        self._check_depth(self.depth, event)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        if node is not None:
+            self.heights[node] = 1 + max(map(self._height, children), default=0)
+        return node
+
+    def _height(self, node: yaml.Node | None) -> int:
+        return 0 if node is None else self.heights.get(node, 0)
+
+    def _check_depth(self, depth: int, event: yaml.Event) -> None:
+        if depth > MAX_DEPTH:
+            mark = event.start_mark
+            raise TooDeep(0 if mark is None else mark.line + 1)
 
     def construct_located_mapping(
         self, node: yaml.MappingNode
@@ -136,11 +207,14 @@ def load_yaml(text: str) -> tuple[Any, list[Duplicate]]:
 
     @return: the data (mappings as L{LocatedDict}, lists as L{LocatedList})
         and the duplicate keys found.
+    @raise TooDeep: lists and mappings nest more than L{MAX_DEPTH} levels.
     @raise yaml.YAMLError: the text is not valid YAML; its C{problem_mark}
         tells where.
     """
     loader = _Loader(text)
     loader.duplicates = []
+    loader.depth = 0
+    loader.heights = {}
     try:
         data = loader.get_single_data()
     finally:

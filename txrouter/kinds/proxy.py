@@ -90,6 +90,11 @@ def read(
 
 
 def _upstream(reader: ConfigReader, value: Any, line: int, where: str) -> str | None:
+    if isinstance(value, str):
+        refused = _refused_character(value)
+        if refused is not None:
+            reader.problem(line, where, refused)
+            return None
     if isinstance(value, str) and value.startswith("unix:"):
         socket_path = value[len("unix:") :]
         if not socket_path:
@@ -122,6 +127,34 @@ def _upstream(reader: ConfigReader, value: Any, line: int, where: str) -> str | 
         reader.problem(line, where, f"bad port in {value!r}: {e}")
         return None
     return str(value)
+
+
+def _refused_character(value: str) -> str | None:
+    """
+    Find a character an upstream may not hold: a control character in any
+    (CR and LF would start new lines in the request sent upstream, a
+    header injection), and in an C{http(s)://} URL also a space (it would
+    split the request line) or anything outside ASCII (the request line is
+    ASCII). A socket path may hold spaces and any printable character: it
+    is never sent.
+
+    @return: the problem's message, or L{None} when there is none.
+    """
+    unix = value.startswith("unix:")
+    for position, char in enumerate(value):
+        if unix and not char.isprintable():
+            return (
+                f"{char!r} at position {position} is not allowed in a socket "
+                "path (no control characters)"
+            )
+        if not unix and not (char.isascii() and char.isprintable() and char != " "):
+            return (
+                f"{char!r} at position {position} is not allowed in an upstream "
+                "URL (printable ASCII only, no spaces): percent-encode it in the "
+                "path ('%20' for a space) and write a host name in its ASCII "
+                "'xn--' form"
+            )
+    return None
 
 
 def build(route: ProxyRoute, key: RouteKey, builder: Builder) -> Built:
