@@ -81,6 +81,14 @@ MEDIA_ROOT = BASE_DIR / "media"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The blog shares its host name with the wiki (mounted at /wiki/), and a
+# browser keeps one cookie per (host, path, name): with Django's default names
+# (sessionid, csrftoken) the two projects would overwrite each other's session
+# and CSRF cookies. Distinct names are enough; the path stays "/", which is
+# right for a project mounted at the root.
+SESSION_COOKIE_NAME = "blog_sessionid"
+CSRF_COOKIE_NAME = "blog_csrftoken"
+
 # Let /echo/ hash request bodies larger than Django's 2.5 MB default.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
 

@@ -11,6 +11,7 @@ urlpatterns = [
     path("posts/<slug:slug>/", post_views.post_detail, name="post_detail"),
     path("hello/", views.hello, name="hello"),
     path("whoami/", views.whoami, name="whoami"),
+    path("cookies/", views.cookies, name="cookies"),
     path("echo/", views.echo, name="echo"),
     path("stream/", views.stream, name="stream"),
     path("boom/", views.boom, name="boom"),

@@ -67,6 +67,18 @@ MEDIA_ROOT = BASE_DIR / "media"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The wiki shares its host name with the blog (mounted at /), and a browser
+# keeps one cookie per (host, path, name): with Django's default names
+# (sessionid, csrftoken) the two projects would overwrite each other's
+# cookies. Distinct names are the fix; a cookie path is not. A fixed
+# SESSION_COOKIE_PATH / CSRF_COOKIE_PATH of "/wiki/" would be wrong, since
+# routes.yaml also serves this project at / on wiki.localhost, where the
+# browser would then never send the cookie back; and a path does not isolate
+# anything between pages of one origin anyway. The wiki has no sessions
+# today; the session cookie is named all the same, for the day it gets them.
+SESSION_COOKIE_NAME = "wiki_sessionid"
+CSRF_COOKIE_NAME = "wiki_csrftoken"
+
 # Let /echo/ hash request bodies larger than Django's 2.5 MB default.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
 

@@ -10,6 +10,7 @@ urlpatterns = [
     path("pages/<slug:slug>/", page_views.page_detail, name="page_detail"),
     path("hello/", views.hello, name="hello"),
     path("whoami/", views.whoami, name="whoami"),
+    path("cookies/", views.cookies, name="cookies"),
     path("echo/", views.echo, name="echo"),
     path("stream/", views.stream, name="stream"),
     path("boom/", views.boom, name="boom"),

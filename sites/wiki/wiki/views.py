@@ -13,6 +13,7 @@ from django.http import (
     JsonResponse,
     StreamingHttpResponse,
 )
+from django.middleware.csrf import get_token
 from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -51,6 +52,18 @@ def whoami(request: HttpRequest) -> JsonResponse:
             "installed_apps": list(settings.INSTALLED_APPS),
             "pid": os.getpid(),
             "db_name": str(settings.DATABASES["default"]["NAME"]),
+        }
+    )
+
+
+def cookies(request: HttpRequest) -> JsonResponse:
+    """Set this project's CSRF cookie, as a page with a form does, and name it."""
+    get_token(request)
+    return JsonResponse(
+        {
+            "project": PROJECT,
+            "session_cookie": settings.SESSION_COOKIE_NAME,
+            "csrf_cookie": settings.CSRF_COOKIE_NAME,
         }
     )
 
