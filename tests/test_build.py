@@ -183,7 +183,7 @@ class RouteTableTests(SynchronousTestCase):
         first = build_table(config, engines).routes[RouteKey("", "/there/")]
         second = build_table(config, engines, 2).routes[RouteKey("", "/there/")]
         assert first.workers is not None and second.workers is not None
-        stem = socket_stem(RouteKey("", "/there/")) + engines.instance
+        stem = f"{socket_stem(RouteKey('', '/there/'))}-{engines.instance}-"
         folder = str(self.folder.root / "run" / "workers")
         self.assertEqual(
             [u.key for u in first.workers.group.members],

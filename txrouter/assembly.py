@@ -8,7 +8,9 @@ route table, the site and the service tree.
     ├─ RuntimeDirService "runtime_dir"
     ├─ WorkerMonitor "workers"
     ├─ DrainService "drain"
-    ├─ ControlSignals "signals"            (SIGHUP: reload)
+    ├─ ControlSignals "signals"            (SIGHUP: reload, SIGUSR2: upgrade)
+    ├─ ReadyReport "ready_report"          (when started by an upgrade)
+    ├─ AdminListener "admin"               (the admin endpoint)
     └─ ListenerService, one per listen endpoint
 
 So at stop the ports close first, then the requests in flight drain (at
@@ -28,6 +30,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
+from txrouter.admin import AdminListener, admin_site
 from txrouter.build import Engines, build_table
 from txrouter.config import Config
 from txrouter.forwarding import TrustedProxies
@@ -42,6 +45,12 @@ from txrouter.services import (
 from txrouter.signals import ControlSignals
 from txrouter.site import RouterSite
 from txrouter.threadpool import ThreadPoolService, make_pool
+from txrouter.upgrade import (
+    ReadyReport,
+    Upgrader,
+    inherited_endpoint,
+    inherited_sockets,
+)
 from txrouter.workers import WorkerMonitor
 
 __all__ = ["build_service", "make_engines"]
@@ -90,17 +99,40 @@ def build_service(config: Config, reactor: Any) -> RouterService:
     top.site = site
     top.serve(table)
     reloader = top.reloader = Reloader(reactor, top, config, engines)
+    upgrader = Upgrader(reactor, top)
     _child(top, "threadpool", ThreadPoolService(engines.pool, reactor))
     _child(top, "proxyclient", ProxyClientService(engines.client))
     # Always there, so that a reload can add the first worker route.
     temporary = config.runtime_dir is None
-    _child(top, "runtime_dir", RuntimeDirService(engines.runtime_dir, temporary))
+    runtime = RuntimeDirService(engines.runtime_dir, temporary, engines.instance)
+    _child(top, "runtime_dir", runtime)
     _child(top, "workers", engines.monitor)
     _child(top, "drain", DrainService(site, config.drain_timeout))
-    _child(top, "signals", ControlSignals(reactor, reloader.reload))
+    _child(top, "signals", ControlSignals(reactor, reloader.reload, upgrader.upgrade))
+    report = ReadyReport(top)
+    if report.wanted:
+        _child(top, "ready_report", report)
+    # Sockets handed over by the router this one replaces (an upgrade).
+    inherited = inherited_sockets()
+    handed_over = set(inherited)
+
+    def endpoint(description: str) -> Any:
+        fd = inherited.pop(description, None)
+        if fd is not None:
+            return inherited_endpoint(reactor, description, fd)
+        return serverFromString(reactor, description)
+
+    admin = AdminListener(
+        config.admin,
+        endpoint(config.admin),
+        admin_site(reloader, upgrader.upgrade),
+    )
+    admin.fresh = config.admin not in handed_over
+    admin.setServiceParent(top)
     for description in config.listen:
-        endpoint = serverFromString(reactor, description)
-        ListenerService(description, endpoint, site).setServiceParent(top)
+        ListenerService(description, endpoint(description), site).setServiceParent(top)
+    for fd in inherited.values():
+        os.close(fd)  # a listener the new routes file no longer has
     return top
 
 

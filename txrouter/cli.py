@@ -1,13 +1,26 @@
 """
-The C{txrouter} command: C{txrouter check routes.yaml}.
+The C{txrouter} command:
+
+    txrouter check routes.yaml            validate a file, load its apps
+    txrouter reload  [--config FILE]      the running router re-reads FILE
+    txrouter restart PREFIX [--host H]    new workers for one route
+    txrouter upgrade [--config FILE]      a new router process, same sockets
+    txrouter status  [--config FILE]      routes, workers, last change
+
+The last four talk to the admin endpoint of the router serving FILE
+(C{routes.yaml} unless told); they return once the change has taken
+effect, and exit 1 with the reason when it did not.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from txrouter.config import load_config
 from txrouter.errors import ConfigError
@@ -70,8 +83,94 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only validate the file; do not import the applications",
     )
+    for name, text in _OPERATIONS.items():
+        command = commands.add_parser(name, help=text, description=text)
+        if name == "restart":
+            command.add_argument("prefix", help="the route's prefix, e.g. /wiki/")
+            command.add_argument(
+                "--host",
+                default="",
+                help="the route's host (default: the default host)",
+            )
+        if name == "status":
+            command.add_argument("--json", action="store_true", help="print JSON")
+        command.add_argument(
+            "--config",
+            "-c",
+            type=Path,
+            default=Path("routes.yaml"),
+            help="the routes file the router serves (default: routes.yaml)",
+        )
+        command.add_argument(
+            "--admin", help="the admin endpoint, if not the routes file's"
+        )
     args = parser.parse_args(argv)
-    return _check(args.file, load_apps=not args.no_import)
+    if args.command == "check":
+        return _check(args.file, load_apps=not args.no_import)
+    return _operate(args)
+
+
+_OPERATIONS = {
+    "reload": "make the running router re-read its routes file",
+    "restart": "start new workers for one route, then retire the old ones",
+    "upgrade": "replace the router process with a new one on the same sockets",
+    "status": "show the running router's routes, workers and last change",
+}
+
+
+def _operate(args: argparse.Namespace) -> int:
+    from txrouter.adminclient import AdminUnreachable, admin_endpoint, call
+
+    endpoint = args.admin or admin_endpoint(args.config)
+    try:
+        if args.command == "status":
+            status, answer = call(endpoint, "GET", "/status")
+        elif args.command == "restart":
+            query = {"prefix": args.prefix, "host": args.host}
+            status, answer = call(endpoint, "POST", "/restart", query)
+        else:
+            status, answer = call(endpoint, "POST", f"/{args.command}")
+    except AdminUnreachable as e:
+        print(f"txrouter {args.command}: {e}", file=sys.stderr)
+        return 1
+    if args.command == "status":
+        if status != 200:
+            print(f"txrouter status: {answer.get('message')}", file=sys.stderr)
+            return 1
+        print(json.dumps(answer, indent=2) if args.json else _status_text(answer))
+        return 0
+    if answer.get("ok"):
+        print(answer.get("message", "done"))
+        return 0
+    print(f"txrouter {args.command} failed: {answer.get('message')}", file=sys.stderr)
+    return 1
+
+
+def _status_text(status: dict[str, Any]) -> str:
+    """
+    The status as a person reads it.
+    """
+    loaded = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status["loaded_at"]))
+    lines = [
+        f"{status['config']}: table {status['generation']}, loaded {loaded}",
+        "listening on " + ", ".join(status["listen"]),
+    ]
+    for route in status["routes"]:
+        place = f"{route['host']}{route['prefix']}"
+        line = f"  {place:<30} {route['kind']:<9}"
+        if "workers" in route:
+            line += " " + ", ".join(
+                f"pid {w['pid'] or '-'} ({'ready' if w['ready'] else 'starting'})"
+                for w in route["workers"]
+            )
+        elif route.get("in_process"):
+            line += " in the router process"
+        lines.append(line)
+    last = status.get("last_change")
+    if last:
+        result = "ok" if last["ok"] else "FAILED"
+        lines.append(f"last change: {result}: {last['message']}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ is refused before any service exists.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +58,7 @@ _TOP_KEYS = (
     "runtime_dir",
     "routes",
     "hosts",
+    "admin",
 )
 
 
@@ -65,6 +69,8 @@ class Config:
 
     @ivar path: the file it was read from.
     @ivar listen: Twisted server endpoint strings, already checked.
+    @ivar admin: the admin endpoint's string (L{default_admin} unless the
+        file names one).
     @ivar threads: size of the shared pool.
     @ivar drain_timeout: seconds SIGTERM waits for in-flight requests.
     @ivar access_log: an absolute path, C{"-"} for twistd's log, or L{None}.
@@ -79,6 +85,7 @@ class Config:
 
     path: Path
     listen: tuple[str, ...]
+    admin: str
     threads: Threads
     drain_timeout: float
     access_log: str | None
@@ -146,6 +153,7 @@ def load_config(path: Path) -> Config:
             )
 
     listen = _read_listen(reader, data)
+    admin = _read_admin(reader, data, path)
     threads = reader.threads(data, "threads", "threads")
     runtime_dir = _read_runtime_dir(reader, data)
     drain_timeout = reader.number(data, "drain_timeout", "drain_timeout", 30.0, 0)
@@ -159,6 +167,7 @@ def load_config(path: Path) -> Config:
     return Config(
         path=path,
         listen=listen,
+        admin=admin,
         threads=threads,
         drain_timeout=drain_timeout,
         access_log=access_log,
@@ -246,6 +255,44 @@ def _read_listen(reader: ConfigReader, data: LocatedDict) -> tuple[str, ...]:
         first[address] = (where, line)
         result.append(item)
     return tuple(result)
+
+
+def default_admin(routes_file: Path) -> str:
+    """
+    The admin endpoint of the router serving C{routes_file} when the file
+    names none: a UNIX socket (mode 0600) in a folder of the user's own
+    (mode 0700) under the temporary folder, named after the routes file's
+    absolute path, so that C{txrouter reload --config FILE} finds it.
+    """
+    digest = hashlib.sha256(str(routes_file.resolve()).encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"txrouter-{os.geteuid()}"
+    return f"unix:{folder / f'admin-{digest}.sock'}:mode=600"
+
+
+def _read_admin(reader: ConfigReader, data: LocatedDict, path: Path) -> str:
+    value = data.get("admin")
+    if value is None:
+        return default_admin(path)
+    line = data.line_of("admin")
+    address = reader.endpoint(value, line, "admin")
+    if address is None:
+        return default_admin(path)
+    loopback = False
+    if address.family == "tcp":
+        try:
+            loopback = ipaddress.ip_address(address.place).is_loopback
+        except ValueError:
+            loopback = address.place == "localhost"
+    if address.family != "unix" and not loopback:
+        reader.problem(
+            line,
+            "admin",
+            f"{value!r} would let anyone who reaches it reload, restart or "
+            "upgrade the router: use a UNIX socket (e.g. "
+            "'unix:/run/txrouter/admin.sock:mode=600') or TCP on a loopback "
+            "interface (e.g. 'tcp:9901:interface=127.0.0.1')",
+        )
+    return str(value)
 
 
 def _read_runtime_dir(reader: ConfigReader, data: LocatedDict) -> Path | None:

@@ -385,6 +385,10 @@ def _cannot_change_in_place(old: Config, new: Config) -> list[str]:
             f"{file}: runtime_dir: running workers have their sockets in "
             f"{old.runtime_dir or 'a temporary folder'}"
         )
+    if old.admin != new.admin:
+        problems.append(
+            f"{file}: admin: the admin endpoint is bound when the router starts"
+        )
     if old.access_log != new.access_log:
         problems.append(f"{file}: access_log: the log file is opened at start")
     before, after = _in_process_django(old), _in_process_django(new)

@@ -18,6 +18,8 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IStreamServerEndpoint
+from zope.interface import implementer
 
 from txrouter.errors import ListenError
 from txrouter.site import RouterSite
@@ -64,11 +66,14 @@ class ListenerService(StreamServerEndpointService):
     cannot be bound.
     """
 
-    def __init__(self, description: str, endpoint: Any, site: RouterSite) -> None:
-        super().__init__(endpoint, site)
+    def __init__(self, description: str, endpoint: Any, site: Any) -> None:
+        super().__init__(_Remembering(endpoint, self), site)
         self.setName(description)
         # Raise from privilegedStartService rather than log and serve nothing.
         self._raiseSynchronously = True
+
+    #: The listening port, once listening.
+    port: Any = None
 
     def privilegedStartService(self) -> None:
         try:
@@ -76,6 +81,25 @@ class ListenerService(StreamServerEndpointService):
         except CannotListenError as e:
             reason = getattr(e.socketError, "strerror", None) or e.socketError
             raise ListenError(f"{reason}: {self.name}") from None
+
+
+@implementer(IStreamServerEndpoint)
+class _Remembering:
+    """
+    An endpoint that tells its listener service the port it listens on.
+    """
+
+    def __init__(self, endpoint: Any, service: ListenerService) -> None:
+        self._endpoint = endpoint
+        self._service = service
+
+    def listen(self, factory: Any) -> Deferred[Any]:
+        def keep(port: Any) -> Any:
+            self._service.port = port
+            return port
+
+        d: Deferred[Any] = self._endpoint.listen(factory)
+        return d.addCallback(keep)
 
 
 class DrainService(Service):
@@ -95,16 +119,19 @@ class DrainService(Service):
 class RuntimeDirService(Service):
     """
     The private folder of worker sockets: made (mode 0700) when the service
-    starts, emptied when the workers have stopped, and removed if it was a
-    temporary one.
+    starts, cleared of this router's sockets when the workers have stopped,
+    and removed if it was a temporary one.
 
     @ivar temporary: the folder is ours alone: it must not exist yet (a
         folder someone made in its place is refused), and goes at stop.
+    @ivar instance: the mark of this router's sockets (another router,
+        the one an upgrade started, may share the folder).
     """
 
-    def __init__(self, path: str, temporary: bool) -> None:
+    def __init__(self, path: str, temporary: bool, instance: str = "") -> None:
         self.path = path
         self._temporary = temporary
+        self._instance = instance
 
     def startService(self) -> None:
         if self._temporary:
@@ -117,7 +144,7 @@ class RuntimeDirService(Service):
     def stopService(self) -> None:
         super().stopService()
         for name in os.listdir(self.path):
-            if name.endswith(".sock"):
+            if name.endswith(".sock") and f"-{self._instance}-" in name:
                 os.unlink(os.path.join(self.path, name))
         if self._temporary:
             os.rmdir(self.path)

@@ -119,7 +119,7 @@ def in_workers(
         app_args,
         cwd,
         engines.runtime_dir,
-        socket_stem(key) + engines.instance,
+        f"{socket_stem(key)}-{engines.instance}-",
         engines.drain_timeout,
         builder.generation,
     )

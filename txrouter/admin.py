@@ -1,0 +1,196 @@
+"""
+The admin endpoint: one listener of its own, never part of the public
+resource tree, for the operations on a running router and its status.
+
+    POST /reload                     re-read the routes file
+    POST /restart?prefix=/wiki/&host=  new workers for one route
+    POST /upgrade                    a new router process on the same sockets
+    GET  /status                     the table, workers and last change (JSON)
+
+Operations answer once the change has taken effect (200) or failed (409),
+with a JSON body C{{"ok", "message", "generation", "at"}}; the C{txrouter}
+command line (L{txrouter.cli}) speaks this.
+
+By default it is a UNIX socket (mode 0600) in a private folder (mode
+0700) of the user's own under the temporary folder, named after the
+routes file, so that C{txrouter reload --config routes.yaml} finds the
+router serving that file with no configuration
+(L{txrouter.config.default_admin}).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from txrouter.errors import ListenError
+from txrouter.services import ListenerService
+
+__all__ = ["AdminListener", "admin_site", "private_folder", "unix_path_of"]
+
+
+def unix_path_of(description: str) -> str | None:
+    """
+    The socket path of a C{unix:} endpoint string, or L{None} for another.
+    """
+    if not description.startswith("unix:"):
+        return None
+    args = description[len("unix:") :].split(":")
+    for arg in args:
+        if arg.startswith("address="):
+            return arg[len("address=") :]
+    return next((a for a in args if "=" not in a), None)
+
+
+def private_folder(folder: Path) -> None:
+    """
+    Make C{folder} (mode 0700) if it does not exist, and check that it is
+    ours alone: a folder of someone else's, or open to others, could hand
+    our admin socket to them.
+
+    @raise ListenError: it is not.
+    """
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    info = folder.lstat()
+    if (
+        not stat.S_ISDIR(info.st_mode)
+        or info.st_uid != os.geteuid()
+        or info.st_mode & 0o077
+    ):
+        raise ListenError(
+            f"{folder} must be a folder of this user's with mode 0700 "
+            "(it holds the admin socket); remove it or name another place "
+            "with 'admin:'"
+        )
+
+
+class AdminListener(ListenerService):
+    """
+    The admin endpoint's listener. For a UNIX socket, it makes the private
+    folder, and takes the place of a socket left by a router that is gone,
+    but never of one a live router still answers on.
+    """
+
+    #: Whether the socket is to be bound here, rather than handed over by
+    #: the router this one replaces.
+    fresh = True
+
+    def privilegedStartService(self) -> None:
+        path = unix_path_of(str(self.name))
+        if path is not None and self.fresh:
+            private_folder(Path(path).parent)
+            _remove_stale(path)
+        super().privilegedStartService()
+
+
+def _remove_stale(path: str) -> None:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ListenError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX)
+    probe.settimeout(1)
+    try:
+        probe.connect(path)
+    except OSError as e:
+        if e.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            os.unlink(path)
+            return
+        raise ListenError(f"{path}: {e.strerror}") from None
+    finally:
+        probe.close()
+    raise ListenError(
+        f"another router answers on {path}: it serves the same routes file"
+    )
+
+
+class _Operation(Resource):
+    """
+    A POST that runs one operation and answers with its outcome.
+    """
+
+    isLeaf = True
+
+    def __init__(self, run: Callable[[Any], Deferred[Any]]) -> None:
+        super().__init__()
+        self._run = run
+
+    def render_POST(self, request: Any) -> Any:
+        d = self._run(request)
+
+        def answer(outcome: Any) -> None:
+            if request._disconnected:
+                return
+            request.setResponseCode(200 if outcome.ok else 409)
+            _json(request, outcome.as_dict())
+            request.finish()
+
+        d.addCallback(answer)
+        return NOT_DONE_YET
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"POST")
+        return b"405 Method Not Allowed: use POST\n"
+
+
+class _Status(Resource):
+    isLeaf = True
+
+    def __init__(self, reloader: Any) -> None:
+        super().__init__()
+        self._reloader = reloader
+
+    def render_GET(self, request: Any) -> bytes:
+        return _json(request, self._reloader.status())
+
+
+def _json(request: Any, data: Any) -> bytes:
+    body = json.dumps(data, indent=2).encode() + b"\n"
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    if request.method == b"POST":
+        request.write(body)
+        return b""
+    return body
+
+
+def _argument(request: Any, name: bytes) -> str:
+    values = request.args.get(name) or [b""]
+    return str(values[0].decode("utf-8", "replace"))
+
+
+def admin_site(reloader: Any, upgrade: Callable[[], Deferred[Any]]) -> Site:
+    """
+    The admin endpoint's site over C{reloader}'s operations.
+    """
+    root = Resource()
+    root.putChild(b"reload", _Operation(lambda request: reloader.reload()))
+    root.putChild(
+        b"restart",
+        _Operation(
+            lambda request: reloader.restart(
+                _argument(request, b"host"), _argument(request, b"prefix")
+            )
+        ),
+    )
+    root.putChild(b"upgrade", _Operation(lambda request: upgrade()))
+    root.putChild(b"status", _Status(reloader))
+    site = Site(root)
+    site.displayTracebacks = False
+    site.noisy = False
+    return site

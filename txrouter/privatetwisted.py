@@ -1,0 +1,59 @@
+"""
+The private parts of Twisted that an upgrade needs, in one place:
+
+  - the options of the running C{twistd}: it keeps its parsed
+    C{ServerOptions} inside its application runner, which nothing public
+    reaches, and removes the pidfile they name when the reactor stops.
+    When an upgrade hands the router to a new process, the old one must
+    not remove the pidfile the new one wrote (L{forget_pidfile});
+  - a listening port it made itself shuts its socket down when it closes
+    (C{tcp.Port._shouldShutdown}), which would stop the copy a new process
+    listens on too, and a UNIX one removes its socket's file
+    (C{unix.Port._bindPath}); a port handed to a new process must do
+    neither (L{hand_over_port}).
+
+C{tests/test_upgrade.py} fails loudly if Twisted changes either.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+from twisted.application.app import ServerOptions
+
+__all__ = ["forget_pidfile", "hand_over_port", "twistd_options"]
+
+
+def twistd_options() -> Any | None:
+    """
+    The options of the C{twistd} that runs this process, or L{None} when
+    it is not run by C{twistd} (a test, C{txrouter check}).
+    """
+    found = [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, ServerOptions) and o.subCommand == "txrouter"
+    ]
+    return found[-1] if found else None
+
+
+def forget_pidfile() -> None:
+    """
+    Make the running C{twistd} leave its pidfile alone when it stops.
+    """
+    options = twistd_options()
+    if options is not None:
+        options["pidfile"] = ""
+
+
+def hand_over_port(port: Any) -> None:
+    """
+    Make a listening port, when it closes, only close its own descriptor:
+    no C{shutdown()} of the socket another process shares, and no removal
+    of a UNIX socket's file.
+    """
+    port._shouldShutdown = False
+    if hasattr(port, "_bindPath"):
+        # A name in Linux's abstract namespace is never unlinked.
+        port._bindPath = "\0"
