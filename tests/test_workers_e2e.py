@@ -873,6 +873,38 @@ routes:
             timeout=6,
         )
 
+    def test_router_killed_while_worker_starts(self) -> None:
+        """
+        A worker still importing its application when its router is
+        SIGKILLed exits within about a second, not when its import ends.
+        """
+        folder = Path(tempfile.mkdtemp(prefix="txrouter-slowapp-"))
+        self.addCleanup(shutil.rmtree, folder, ignore_errors=True)
+        (folder / "slowapp.py").write_text(
+            "import time\ntime.sleep(60)\n"
+            "def application(environ, start_response):\n    return []\n"
+        )
+        server = _start(
+            f"""
+listen: tcp:{{port}}:interface=127.0.0.1
+routes:
+  /slow/: {{wsgi: "slowapp:application", path: {folder}, workers: 1}}
+"""
+        )
+        self.addCleanup(_stop, server)
+        assert server.pid is not None
+        wait_until(lambda: _workers_of(server.pid), "the worker to start")
+        workers = _workers_of(server.pid)
+        self.addCleanup(_kill_leftovers, workers)
+        time.sleep(0.5)  # well into the worker's import
+        os.kill(server.pid, signal.SIGKILL)
+        wait_until(lambda: _gone(server.pid), "the router to die", timeout=10)
+        wait_until(
+            lambda: all(_gone(pid) for pid in workers),
+            "the starting worker to exit",
+            timeout=2,
+        )
+
 
 class CheckCommandTests(SynchronousTestCase):
     """

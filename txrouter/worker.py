@@ -32,6 +32,9 @@ __all__ = ["main"]
 #: Exit status of a worker whose application cannot be loaded.
 LOAD_FAILED = 3
 
+# linux/prctl.h
+_PR_SET_PDEATHSIG = 1
+
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m txrouter.worker")
@@ -142,11 +145,32 @@ def _build(reactor: Any, args: argparse.Namespace, application: Any) -> Any:
     return top
 
 
+def _die_with_router() -> None:
+    """
+    Never outlive the router, from the first instant: on Linux the kernel
+    kills this process when its parent dies (C{PR_SET_PDEATHSIG}), even
+    while the application is still importing; a router gone before that
+    was set up is seen here. The reactor's check each second (L{_serve})
+    covers other systems once the worker runs.
+    """
+    router = int(os.environ.get("TXROUTER_ROUTER_PID", "0") or 0)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if router and os.getppid() != router:
+        os._exit(LOAD_FAILED)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     Run a worker command.
     """
     args = _arguments(argv)
+    if args.command == "serve":
+        _die_with_router()
     if args.django is not None and not args.settings:
         raise SystemExit("--settings is required with --django")
     if args.command == "describe":

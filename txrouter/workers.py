@@ -114,6 +114,9 @@ class WorkerMonitor(ProcessMonitor):
 
     def startProcess(self, name: str) -> None:
         started = name not in self.protocols
+        if started and name in self._processes:
+            # Known only now: twistd may have forked since the tree was built.
+            self._processes[name].env["TXROUTER_ROUTER_PID"] = str(os.getpid())
         super().startProcess(name)
         if started and name in self.protocols and name in self.watchers:
             self.watchers[name](name, True)
