@@ -127,3 +127,34 @@ class SecureTests(SynchronousTestCase):
         request = self.request_over(TLSTransport())
         request.finish()
         self.assertFalse(request.isSecure())
+
+
+class DrainClosesIdleTests(SynchronousTestCase):
+    """
+    While the site drains, no keep-alive connection stays open idle.
+    """
+
+    def test_idle_closed_busy_after_response(self) -> None:
+        """
+        Draining closes an idle keep-alive connection at once, and a busy
+        one as soon as its response is written, not before.
+        """
+        reactor = MemoryReactorClock()
+        hold = Hold()
+        site = RouterSite(hold, reactor, access_log=None)
+        idle_transport, busy_transport = StringTransport(), StringTransport()
+        idle = connect(site, idle_transport)
+        connect(site, busy_transport)
+        hold.requests[0].write(b"done")
+        hold.requests[0].finish()  # the idle one has had its answer
+        self.assertFalse(idle_transport.disconnecting)
+        self.assertIsNotNone(idle)
+
+        site.drain(30)
+        self.assertTrue(idle_transport.disconnecting)
+        self.assertFalse(busy_transport.disconnecting)
+        hold.requests[1].write(b"late")
+        hold.requests[1].finish()
+        reactor.advance(0)
+        self.assertTrue(busy_transport.disconnecting)
+        self.assertIn(b"late", busy_transport.value())

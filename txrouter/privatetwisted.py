@@ -12,7 +12,12 @@ The private parts of Twisted that an upgrade needs, in one place:
     (C{unix.Port._bindPath}); a port handed to a new process must do
     neither (L{hand_over_port}).
 
-C{tests/test_upgrade.py} fails loudly if Twisted changes either.
+  - the C{HTTPChannel} inside the protocol a C{Site} builds (Twisted
+    wraps it to choose between HTTP/1.1 and HTTP/2), whose C{requests}
+    tell whether a connection is idle (L{http_channel_of}).
+
+C{tests/test_upgrade.py} and C{tests/test_site.py} fail loudly if Twisted
+changes any of these.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 from twisted.application.app import ServerOptions
 
-__all__ = ["forget_pidfile", "hand_over_port", "twistd_options"]
+__all__ = ["forget_pidfile", "hand_over_port", "http_channel_of", "twistd_options"]
 
 
 def twistd_options() -> Any | None:
@@ -57,3 +62,10 @@ def hand_over_port(port: Any) -> None:
     if hasattr(port, "_bindPath"):
         # A name in Linux's abstract namespace is never unlinked.
         port._bindPath = "\0"
+
+
+def http_channel_of(protocol: Any) -> Any:
+    """
+    The C{HTTPChannel} a C{Site}'s protocol wraps (or the protocol itself).
+    """
+    return getattr(protocol, "_channel", protocol)

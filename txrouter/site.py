@@ -1,11 +1,17 @@
 """
 The HTTP site: Twisted's C{Site} with an optional access log and a count of
 the requests in flight, so that shutdown can wait for them (L{RouterSite.drain}).
+
+While it drains, no connection stays open idle: keep-alive connections with
+no request on them are closed at once (a client opens a new one, to the
+router that replaces this one, if any), and the others once their last
+response is sent.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakSet
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
@@ -13,6 +19,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
+
+from txrouter.privatetwisted import http_channel_of
 
 __all__ = ["RouterRequest", "RouterSite"]
 
@@ -70,6 +78,22 @@ class RouterSite(Site):
         self._draining = False
         self._drained: list[Deferred[None]] = []
         self.in_flight: set[Request] = set()
+        self._channels: WeakSet[Any] = WeakSet()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        self._channels.add(http_channel_of(protocol))
+        return protocol
+
+    def _close_idle(self) -> None:
+        """
+        Close every connection that has no request on it (none being
+        received, none being answered).
+        """
+        for channel in list(self._channels):
+            transport = getattr(channel, "transport", None)
+            if not channel.requests and transport is not None:
+                transport.loseConnection()
 
     def log(self, request: Any) -> None:
         if self._logging:
@@ -87,6 +111,9 @@ class RouterSite(Site):
         C{request} was finished, or its client went away.
         """
         self.in_flight.discard(request)
+        if self._draining:
+            # Its connection falls idle once the response is written.
+            self.reactor.callLater(0, self._close_idle)
         if not self.in_flight:
             waiting, self._drained = self._drained, []
             for d in waiting:
@@ -100,6 +127,7 @@ class RouterSite(Site):
         Call it after the ports have stopped listening.
         """
         self._draining = True
+        self._close_idle()
         if not self.in_flight:
             return succeed(None)
         self._log.info(
