@@ -82,7 +82,15 @@ class SteadyLoad:
     127.0.0.1:C{port}, sending the C{checks} in turn (a short pause between
     requests keeps the load bounded) until L{stop}.
 
+    A request sent on a reused keep-alive connection that the server closed
+    before answering a byte is sent again once on a new connection, as
+    browsers and HTTP libraries do (RFC 9112 section 9.3.1): a server that
+    is stopping closes idle connections, and a request can cross that close
+    on the wire. Those are counted in C{resent}; any other error is a
+    failure.
+
     @ivar done: requests answered rightly.
+    @ivar resent: requests sent again after such a close.
     @ivar failures: what went wrong, one line per failed request.
     """
 
@@ -91,6 +99,7 @@ class SteadyLoad:
     clients: int = 4
     pause: float = 0.005
     done: int = 0
+    resent: int = 0
     failures: list[str] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -123,13 +132,19 @@ class SteadyLoad:
             time.sleep(0.01)
 
     def _client(self, number: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        connection = self._connect()
         turn = number
         try:
             while not self._stopping.is_set():
                 check = self.checks[turn % len(self.checks)]
                 turn += 1
-                error = self._one(connection, check)
+                reused = connection.sock is not None
+                error, closed_early = self._one(connection, check)
+                if error is not None and closed_early and reused:
+                    connection.close()
+                    with self._lock:
+                        self.resent += 1
+                    error, _ = self._one(connection, check)
                 with self._lock:
                     if error is None:
                         self.done += 1
@@ -140,15 +155,35 @@ class SteadyLoad:
         finally:
             connection.close()
 
-    def _one(self, connection: http.client.HTTPConnection, check: Check) -> str | None:
+    def _connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+
+    def _one(
+        self, connection: http.client.HTTPConnection, check: Check
+    ) -> tuple[str | None, bool]:
+        """
+        Send C{check} and judge its answer.
+
+        @return: the error or L{None}, and whether the connection was closed
+            before any byte of an answer came.
+        """
         try:
             connection.request(
                 check.method, check.path, body=check.body, headers=dict(check.headers)
             )
             response = connection.getresponse()
+        except (
+            http.client.RemoteDisconnected,
+            ConnectionResetError,
+            BrokenPipeError,
+        ) as e:
+            return f"{type(e).__name__}: {e}", True
+        except (OSError, http.client.HTTPException) as e:
+            return f"{type(e).__name__}: {e}", False
+        try:
             body = response.read()
         except (OSError, http.client.HTTPException) as e:
-            return f"{type(e).__name__}: {e}"
+            return f"{type(e).__name__} in the body: {e}", False
         if response.getheader("connection", "").lower() == "close":
             connection.close()
-        return check.accept(response.status, body)
+        return check.accept(response.status, body), False

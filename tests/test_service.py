@@ -17,7 +17,7 @@ from twisted.web.test.requesthelper import DummyChannel
 
 from txrouter.assembly import build_service
 from txrouter.config import load_config
-from txrouter.site import RouterRequest, RouterSite
+from txrouter.site import KEEPALIVE_GRACE, RouterRequest, RouterSite
 
 
 class ThreadingMemoryReactor(MemoryReactorClock):
@@ -113,6 +113,7 @@ class LifecycleTests(SynchronousTestCase):
         self.assertTrue(pool.started, "pool stopped while a request was in flight")
 
         request.finish()
+        reactor.advance(KEEPALIVE_GRACE)
         reactor.run_thread_calls()
         self.successResultOf(stopped)
         self.assertFalse(pool.started)

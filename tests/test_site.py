@@ -15,7 +15,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import directlyProvides
 
-from txrouter.site import RouterRequest, RouterSite
+from txrouter.site import KEEPALIVE_GRACE, RouterRequest, RouterSite
 
 
 class Hold(Resource):
@@ -62,7 +62,8 @@ class InFlightTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.resource = Hold()
-        self.site = RouterSite(self.resource, MemoryReactorClock(), None)
+        self.reactor = MemoryReactorClock()
+        self.site = RouterSite(self.resource, self.reactor, None)
 
     def test_request_class(self) -> None:
         """
@@ -83,6 +84,7 @@ class InFlightTests(SynchronousTestCase):
         self.assertNoResult(drained)
         request.finish()
         self.assertEqual(self.site.in_flight, set())
+        self.reactor.advance(KEEPALIVE_GRACE)  # then its idle connection closes
         self.successResultOf(drained)
 
     def test_client_gone(self) -> None:
@@ -93,6 +95,7 @@ class InFlightTests(SynchronousTestCase):
         drained = self.site.drain(30)
         channel.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
         self.assertEqual(self.site.in_flight, set())
+        self.reactor.advance(KEEPALIVE_GRACE)
         self.successResultOf(drained)
 
 
@@ -136,8 +139,8 @@ class DrainClosesIdleTests(SynchronousTestCase):
 
     def test_idle_closed_busy_after_response(self) -> None:
         """
-        Draining closes an idle keep-alive connection at once, and a busy
-        one as soon as its response is written, not before.
+        Draining closes an idle keep-alive connection after the grace, and
+        a busy one as soon as its response is written, not before.
         """
         reactor = MemoryReactorClock()
         hold = Hold()
@@ -150,7 +153,10 @@ class DrainClosesIdleTests(SynchronousTestCase):
         self.assertFalse(idle_transport.disconnecting)
         self.assertIsNotNone(idle)
 
-        site.drain(30)
+        drained = site.drain(30)
+        reactor.advance(KEEPALIVE_GRACE - 0.01)
+        self.assertFalse(idle_transport.disconnecting)
+        reactor.advance(0.01)
         self.assertTrue(idle_transport.disconnecting)
         self.assertFalse(busy_transport.disconnecting)
         hold.requests[1].write(b"late")
@@ -158,3 +164,5 @@ class DrainClosesIdleTests(SynchronousTestCase):
         reactor.advance(0)
         self.assertTrue(busy_transport.disconnecting)
         self.assertIn(b"late", busy_transport.value())
+        self.assertIn(b"Connection: close", busy_transport.value())
+        self.successResultOf(drained)

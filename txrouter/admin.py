@@ -34,6 +34,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from txrouter.endpointstrings import listen_address
 from txrouter.errors import ListenError
 from txrouter.services import ListenerService
 
@@ -42,15 +43,11 @@ __all__ = ["AdminListener", "admin_site", "private_folder", "unix_path_of"]
 
 def unix_path_of(description: str) -> str | None:
     """
-    The socket path of a C{unix:} endpoint string, or L{None} for another.
+    The socket path of a C{unix:} endpoint string (absolute, as Twisted
+    binds it), or L{None} for another kind.
     """
-    if not description.startswith("unix:"):
-        return None
-    args = description[len("unix:") :].split(":")
-    for arg in args:
-        if arg.startswith("address="):
-            return arg[len("address=") :]
-    return next((a for a in args if "=" not in a), None)
+    address = listen_address(description)
+    return address.place if address.family == "unix" else None
 
 
 def private_folder(folder: Path) -> None:
@@ -89,7 +86,8 @@ class AdminListener(ListenerService):
 
     def privilegedStartService(self) -> None:
         path = unix_path_of(str(self.name))
-        if path is not None and self.fresh:
+        # A name in Linux's abstract namespace has no folder and no file.
+        if path is not None and self.fresh and not path.startswith("\0"):
             private_folder(Path(path).parent)
             _remove_stale(path)
         super().privilegedStartService()
@@ -130,11 +128,13 @@ class _Operation(Resource):
         self._run = run
 
     def render_POST(self, request: Any) -> Any:
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
         d = self._run(request)
 
         def answer(outcome: Any) -> None:
-            if request._disconnected:
-                return
+            if gone:
+                return  # the client went away
             request.setResponseCode(200 if outcome.ok else 409)
             _json(request, outcome.as_dict())
             request.finish()

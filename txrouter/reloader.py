@@ -235,8 +235,11 @@ class Reloader:
         self._top.getServiceNamed("drain").timeout = config.drain_timeout
         self.loaded_at = time.time()
 
-        for listener in self._listeners(removed):
-            listener.stopService()
+        closing = [
+            (listener, listener.stopService()) for listener in self._listeners(removed)
+        ]
+        for listener, closed in closing:
+            yield closed  # no more connections from here on
             listener.disownServiceParent()
         now_used = set(map(id, table.routes.values()))
         gone = [e for e in old.routes.values() if id(e) not in now_used]

@@ -2,10 +2,10 @@
 The HTTP site: Twisted's C{Site} with an optional access log and a count of
 the requests in flight, so that shutdown can wait for them (L{RouterSite.drain}).
 
-While it drains, no connection stays open idle: keep-alive connections with
-no request on them are closed at once (a client opens a new one, to the
-router that replaces this one, if any), and the others once their last
-response is sent.
+While it drains, no connection stays open idle for long: requests arriving
+on keep-alive connections are answered with C{Connection: close} (a client
+opens a new connection, to the router that replaces this one, if any), and
+after a short grace the connections still idle are closed.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Any
 from weakref import WeakSet
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
@@ -22,7 +23,13 @@ from twisted.web.server import Request, Site
 
 from txrouter.privatetwisted import http_channel_of
 
-__all__ = ["RouterRequest", "RouterSite"]
+__all__ = ["KEEPALIVE_GRACE", "RouterRequest", "RouterSite"]
+
+#: Seconds a draining site goes on serving what keep-alive clients send on
+#: their open connections before it closes those left idle: a client whose
+#: request crosses that close on the wire has to send it again, so active
+#: clients get an answer (with C{Connection: close}) instead.
+KEEPALIVE_GRACE = 1.0
 
 
 class RouterRequest(Request):
@@ -76,6 +83,7 @@ class RouterSite(Site):
         super().__init__(resource, logPath=log_path, reactor=reactor)
         self._logging = access_log is not None
         self._draining = False
+        self._idle_closing = False
         self._drained: list[Deferred[None]] = []
         self.in_flight: set[Request] = set()
         self._channels: WeakSet[Any] = WeakSet()
@@ -84,6 +92,10 @@ class RouterSite(Site):
         protocol = super().buildProtocol(addr)
         self._channels.add(http_channel_of(protocol))
         return protocol
+
+    def _end_grace(self) -> None:
+        self._idle_closing = True
+        self._close_idle()
 
     def _close_idle(self) -> None:
         """
@@ -111,7 +123,7 @@ class RouterSite(Site):
         C{request} was finished, or its client went away.
         """
         self.in_flight.discard(request)
-        if self._draining:
+        if self._idle_closing:
             # Its connection falls idle once the response is written.
             self.reactor.callLater(0, self._close_idle)
         if not self.in_flight:
@@ -122,12 +134,24 @@ class RouterSite(Site):
     def drain(self, timeout: float) -> Deferred[None]:
         """
         Wait until no request is in flight, at most C{timeout} seconds; then
-        abort the connections of the requests still running.
+        abort the connections of the requests still running. Meanwhile,
+        requests that keep-alive clients send on their open connections
+        are served, answered with C{Connection: close}, for
+        L{KEEPALIVE_GRACE} seconds; then the connections still idle close.
 
         Call it after the ports have stopped listening.
         """
         self._draining = True
-        self._close_idle()
+        for request in self.in_flight:
+            if not request.startedWriting:
+                request.setHeader(b"connection", b"close")
+        grace = min(KEEPALIVE_GRACE, timeout)
+        idle_closed = deferLater(self.reactor, grace, self._end_grace)
+        return gatherResults([idle_closed, self._requests_done(timeout)]).addCallback(
+            lambda _: None
+        )
+
+    def _requests_done(self, timeout: float) -> Deferred[None]:
         if not self.in_flight:
             return succeed(None)
         self._log.info(
