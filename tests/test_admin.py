@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ConnectionDone
@@ -41,6 +42,8 @@ from txrouter.cli import main
 from txrouter.config import default_admin, load_config
 from txrouter.errors import ConfigError, ListenError
 from txrouter.reloader import Outcome
+
+pytestmark = pytest.mark.unit
 
 ROUTES = """
     listen: tcp:8080:interface=127.0.0.1

@@ -20,6 +20,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import IResource
@@ -39,6 +40,8 @@ from txrouter.routespec import Origin
 from txrouter.routetable import RouteKey, RouteTable
 from txrouter.staticfiles import StaticFiles
 from txrouter.wsgi import WSGIResource
+
+pytestmark = pytest.mark.unit
 
 APP = """
 def application(environ, start_response):

@@ -14,6 +14,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import pytest
 import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -33,6 +34,8 @@ from txrouter.djangoproject import default_settings_module
 from txrouter.endpointstrings import ListenAddress, listen_address, split_endpoint
 from txrouter.errors import ConfigError, Problem
 from txrouter.yamlsource import MAX_DEPTH, LocatedDict, LocatedList, TooDeep, load_yaml
+
+pytestmark = pytest.mark.unit
 
 MANAGE_PY = """\
 #!/usr/bin/env python

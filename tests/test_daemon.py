@@ -13,9 +13,12 @@ import threading
 from pathlib import Path
 from typing import ClassVar
 
+import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import APPS, Txrouter, prepared_sites, request, wait_until
+
+pytestmark = pytest.mark.e2e
 
 
 def _routes(django_prefix: str, extra: str = "") -> str:

@@ -6,6 +6,7 @@ proxy list. Pure functions, table-driven.
 
 from __future__ import annotations
 
+import pytest
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
@@ -17,6 +18,8 @@ from txrouter.forwarding import (
     downstream_headers,
     upstream_path,
 )
+
+pytestmark = pytest.mark.unit
 
 
 def upstream_headers(incoming: Headers, fwd: Forwarding, host: bytes) -> Headers:

@@ -16,6 +16,7 @@ import socket
 from io import BytesIO
 from typing import Any
 
+import pytest
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -27,6 +28,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from txrouter.http1client import ConnectionPool, HTTP1Connection, _socket_of
+
+pytestmark = pytest.mark.unit
 
 KEY = ("tcp", "upstream.example", 8000)
 OTHER_KEY = ("tcp", "other.example", 8000)

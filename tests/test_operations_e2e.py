@@ -22,6 +22,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.load import Check, SteadyLoad, echo_post, get
@@ -35,6 +36,8 @@ from tests.support import (
     wait_until,
 )
 from tests.upstreams import RecordingUpstream
+
+pytestmark = pytest.mark.e2e
 
 #: The app whose code the restarts change: it answers with its version,
 #: and takes a moment to import, as a real project does.

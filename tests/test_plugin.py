@@ -10,9 +10,12 @@ import sys
 from importlib.metadata import files
 from pathlib import Path
 
+import pytest
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+pytestmark = pytest.mark.e2e
 
 
 class PluginTests(SynchronousTestCase):

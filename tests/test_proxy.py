@@ -14,6 +14,7 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Any
 
+import pytest
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, fail, succeed
@@ -34,6 +35,8 @@ from txrouter.forwarding import TrustedProxies
 from txrouter.proxy import ProxyResource, ProxySettings, error_page
 from txrouter.proxyclient import ProxyClient
 from txrouter.upstream import DOWN_FOR, Upstream, UpstreamGroup, endpoint_for
+
+pytestmark = pytest.mark.unit
 
 ROUTE = "routes.yaml:7: routes['/api/']"
 PEER = IPv4Address("TCP", "203.0.113.7", 40000)

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
+import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import Txrouter, free_port, settled, wait_until
 from tests.upstreams import Nginx, RecordingUpstream, big_body, sha256
+
+pytestmark = pytest.mark.e2e
 
 FIVE_MIB = 5 * 1024 * 1024
 

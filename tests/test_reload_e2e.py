@@ -13,10 +13,13 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.load import SteadyLoad, echo_post, get
 from tests.support import Txrouter, free_port, request, stop_daemon, wait_until
+
+pytestmark = pytest.mark.e2e
 
 #: A WSGI app answering with its process and its FLAVOUR variable, and
 #: with the length and SHA-256 of a POSTed body.

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
+import pytest
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
 from txrouter.redirect import AddSlash
 from txrouter.router import Router
+
+pytestmark = pytest.mark.unit
 
 
 class Leaf(Resource):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyChannel
@@ -18,6 +19,8 @@ from twisted.web.test.requesthelper import DummyChannel
 from txrouter.assembly import build_service
 from txrouter.config import load_config
 from txrouter.site import KEEPALIVE_GRACE, RouterRequest, RouterSite
+
+pytestmark = pytest.mark.unit
 
 
 class ThreadingMemoryReactor(MemoryReactorClock):

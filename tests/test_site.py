@@ -5,6 +5,7 @@ its own request class, which also answers C{isSecure} for the connection.
 
 from __future__ import annotations
 
+import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport
@@ -16,6 +17,8 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import directlyProvides
 
 from txrouter.site import KEEPALIVE_GRACE, RouterRequest, RouterSite
+
+pytestmark = pytest.mark.unit
 
 
 class Hold(Resource):

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from urllib.error import HTTPError
 from urllib.parse import urlencode
 
+import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
@@ -34,6 +35,8 @@ from tests.support import (
     stop_daemon,
     wait_until,
 )
+
+pytestmark = pytest.mark.e2e
 
 #: The account C{sites/prepare.py} makes for local use.
 _ADMIN = {"username": "admin", "password": "admin"}

@@ -8,9 +8,12 @@ from __future__ import annotations
 import re
 import socket
 
+import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import APPS, Txrouter, prepared_sites, request
+
+pytestmark = pytest.mark.e2e
 
 
 class RefusalTests(SynchronousTestCase):

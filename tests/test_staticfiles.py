@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import pytest
 from twisted.internet import _producer_helpers
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock, Cooperator
@@ -30,6 +31,8 @@ from twisted.web.server import Site
 
 from txrouter.router import Router
 from txrouter.staticfiles import StaticFiles
+
+pytestmark = pytest.mark.unit
 
 # 2020-01-01T00:00:00.25Z: a fixed past mtime with a fraction of a second,
 # which Last-Modified (whole seconds) must round down.

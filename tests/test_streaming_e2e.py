@@ -18,9 +18,12 @@ import tempfile
 from pathlib import Path
 from typing import ClassVar
 
+import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import Txrouter, settled, stop_daemon, wait_until
+
+pytestmark = pytest.mark.e2e
 
 MIB = 1024 * 1024
 

@@ -16,10 +16,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import Txrouter, free_port, stop_daemon, wait_until
 from tests.upstreams import RecordingUpstream, _self_signed
+
+pytestmark = pytest.mark.e2e
 
 #: Answers with the WSGI environ facts a scheme shows in, and its process.
 #: (C{tests/apps/probe.py} reports C{wsgi.url_scheme} but not C{SERVER_PORT}.)

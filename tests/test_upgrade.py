@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -32,6 +33,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from txrouter.privatetwisted import forget_pidfile, hand_over_port, twistd_options
 from txrouter.upgrade import AdoptedEndpoint, inherited_endpoint, inherited_sockets
+
+pytestmark = pytest.mark.unit
 
 ROUTES = """
     listen: tcp:8080:interface=127.0.0.1

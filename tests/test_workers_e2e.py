@@ -29,10 +29,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import REPO, Txrouter, prepared_sites, request, wait_until
 from txrouter.config import DjangoRoute, load_config
+
+pytestmark = pytest.mark.e2e
 
 #: A WSGI application answering with its environ and its process, as JSON.
 _DUMP_APP = '''

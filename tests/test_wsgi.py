@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
 
+import pytest
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -30,6 +31,8 @@ from twisted.web.test.requesthelper import DummyChannel
 import txrouter.wsgi
 from tests.support import wait_until
 from txrouter.wsgi import WSGIResource
+
+pytestmark = pytest.mark.unit
 
 StartResponse = Callable[..., Callable[[bytes], None]]
 App = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
