@@ -24,7 +24,9 @@ __all__ = [
     "APPS",
     "REPO",
     "Txrouter",
+    "alive",
     "free_port",
+    "listening",
     "prepared_sites",
     "request",
     "wait_until",
@@ -157,6 +159,25 @@ def request(
         )
     finally:
         connection.close()
+
+
+def listening(port: int) -> bool:
+    """
+    Whether something accepts connections on 127.0.0.1:C{port}.
+    """
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def alive(pid: int) -> bool:
+    """
+    Whether process C{pid} exists (a zombie child of ours is reaped, and
+    does not).
+    """
+    return _alive(pid)
 
 
 def _alive(pid: int) -> bool:

@@ -15,7 +15,6 @@ may be left when the router stops.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,9 @@ from tests.load import Check, SteadyLoad, echo_post, get
 from tests.support import (
     REPO,
     Txrouter,
+    alive,
     free_port,
+    listening,
     prepared_sites,
     request,
     stop_daemon,
@@ -65,22 +66,6 @@ def _txrouter(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         env=env,
     )
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _descendants() -> set[int]:
@@ -224,7 +209,7 @@ class OperationsUnderLoadTests(SynchronousTestCase):
                 request(port, "GET", f"/extra{step}/a.txt")[0],
                 200 if step % 2 else 404,
             )
-            self.assertEqual(_listening(self.extra_port), 3 <= step < 6)
+            self.assertEqual(listening(self.extra_port), 3 <= step < 6)
             load.wait_for(30)
 
         # A broken file changes nothing, and says why.
@@ -257,7 +242,7 @@ class OperationsUnderLoadTests(SynchronousTestCase):
             new = int(self.server.pidfile.read_text())
             self.assertNotEqual(new, old)
             self.server.pid = new
-            wait_until(lambda: not _alive(old), "the old router to exit")  # noqa: B023
+            wait_until(lambda: not alive(old), "the old router to exit")  # noqa: B023
             self.assertEqual(self.versions(), {versions[-1]})
             load.wait_for(60)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
+import subprocess
+import sys
 import tempfile
 import textwrap
 from pathlib import Path
@@ -17,7 +18,17 @@ import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.load import SteadyLoad, echo_post, get
-from tests.support import Txrouter, free_port, request, stop_daemon, wait_until
+from tests.support import (
+    REPO,
+    Txrouter,
+    alive,
+    free_port,
+    listening,
+    request,
+    stop_daemon,
+    wait_until,
+)
+from txrouter.config import default_admin
 
 pytestmark = pytest.mark.e2e
 
@@ -67,25 +78,10 @@ def _pid_of(port: int, path: str) -> int:
     return int(body.split()[0])
 
 
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-class ReloadTests(SynchronousTestCase):
+class RunningRouter(SynchronousTestCase):
     """
-    SIGHUP re-reads the routes file; the table changes between two requests.
+    A daemonized router serving static files, an in-process app and two
+    worker routes of an app in a scratch folder.
     """
 
     def setUp(self) -> None:
@@ -115,9 +111,19 @@ class ReloadTests(SynchronousTestCase):
         status, _, _ = request(self.server.port, "GET", path)
         return status == 200
 
+    @property
+    def admin(self) -> str:
+        return default_admin(self.config)
+
     def hup(self) -> None:
         assert self.server.pid is not None
         os.kill(self.server.pid, signal.SIGHUP)
+
+
+class ReloadTests(RunningRouter):
+    """
+    SIGHUP re-reads the routes file; the table changes between two requests.
+    """
 
     def test_reloads_under_load(self) -> None:
         """
@@ -148,7 +154,7 @@ class ReloadTests(SynchronousTestCase):
         self.write(_routes(port, extra, "two", "/new/: {static: pub}\n"))
         self.hup()
         wait_until(lambda: self.answers("/new/a.txt"), "the new route")
-        self.assertTrue(_listening(extra))
+        self.assertTrue(listening(extra))
         status, _, body = request(extra, "GET", "/files/a.txt")
         self.assertEqual((status, body), (200, b"static a\n"))
         new_env = {_pid_of(port, "/env/") for _ in range(6)}
@@ -157,7 +163,7 @@ class ReloadTests(SynchronousTestCase):
         self.assertTrue(
             all(request(port, "GET", "/env/")[2].endswith(b" two") for _ in range(4))
         )
-        wait_until(lambda: not any(map(_alive, old_env)), "the old workers to exit")
+        wait_until(lambda: not any(map(alive, old_env)), "the old workers to exit")
         load.wait_for(50)
 
         # 2. A broken file changes nothing.
@@ -175,7 +181,7 @@ class ReloadTests(SynchronousTestCase):
         self.write(_routes(port, None, "two"))
         self.hup()
         wait_until(lambda: not self.answers("/new/a.txt"), "the route to go")
-        wait_until(lambda: not _listening(extra), "the listener to close")
+        wait_until(lambda: not listening(extra), "the listener to close")
         load.wait_for(50)
         load.stop()
 
@@ -225,3 +231,56 @@ class ReloadTests(SynchronousTestCase):
         self.assertIn("no_such_module_here", log)
         self.assertFalse(self.answers("/new/a.txt"))
         self.assertTrue(self.answers("/env/"))
+
+
+class FailedChangeTests(RunningRouter):
+    """
+    A restart or an upgrade that cannot start its new processes leaves the
+    old ones serving, and the command says why.
+    """
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "txrouter.cli", *args, "--config", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+
+    def test_restart_with_broken_code(self) -> None:
+        """
+        New code that does not import: C{txrouter restart} exits 1 with the
+        worker's own error, and the old workers go on answering.
+        """
+        port = self.server.port
+        before = {_pid_of(port, "/env/") for _ in range(6)}
+        app = self.folder / "apps" / "reloadapp.py"
+        good = app.read_text()
+        app.write_text(good + "\nraise RuntimeError('deploy went wrong')\n")
+        result = self.cli("restart", "/env/")
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertIn("txrouter restart failed", result.stderr)
+        self.assertIn("deploy went wrong", result.stderr)
+        self.assertEqual({_pid_of(port, "/env/") for _ in range(6)}, before)
+        app.write_text(good)
+        result = self.cli("restart", "/env/")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        after = {_pid_of(port, "/env/") for _ in range(6)}
+        self.workers |= before | after
+        self.assertEqual(after & before, set())
+
+    def test_upgrade_that_cannot_start(self) -> None:
+        """
+        A new router that refuses to start (its routes file is broken):
+        C{txrouter upgrade} exits 1 with its reason, and the old router
+        keeps serving and keeps its pidfile.
+        """
+        old = self.server.pid
+        self.config.write_text("listen: tcp:notaport\nroutes: {}\n")
+        result = self.cli("upgrade", "--admin", self.admin)
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertIn("the new router did not start", result.stderr)
+        self.assertIn("notaport", result.stderr)
+        self.assertTrue(self.answers("/files/a.txt"))
+        self.assertEqual(int(self.server.pidfile.read_text()), old)
