@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from txrouter.edge import BadRequest, check_headers, request_target
 from txrouter.privatetwisted import http_channel_of
 
 __all__ = ["KEEPALIVE_GRACE", "RouterRequest", "RouterSite"]
@@ -34,10 +35,46 @@ KEEPALIVE_GRACE = 1.0
 
 class RouterRequest(Request):
     """
-    A request of a L{RouterSite}: it tells its site when it ends, without
-    the cost of a C{notifyFinish} Deferred per request. A site's
+    A request of a L{RouterSite}: it is checked at the edge (L{txrouter.edge})
+    before it is routed, and it tells its site when it ends, without the
+    cost of a C{notifyFinish} Deferred per request. A site's
     C{requestFactory} must be this class or a subclass.
     """
+
+    _refused: str | None = None
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        try:
+            path, host = request_target(command, path)
+            check_headers(self.requestHeaders, version, host)
+        except BadRequest as e:
+            self._refused = str(e)
+        if not self.requestHeaders.hasHeader(b"host"):
+            # HTTP/1.0 without Host: name the address the request came to,
+            # as Twisted does for an in-process app, so that a worker or an
+            # upstream sees the same and answers the same.
+            address = getattr(self.getHost(), "host", None)
+            if address:
+                name = f"[{address}]" if ":" in address else address
+                self.requestHeaders.setRawHeaders(b"host", [name.encode("ascii")])
+        super().requestReceived(command, path, version)
+
+    def process(self) -> None:
+        if self._refused is not None:
+            self._refuse(self._refused)
+            return
+        super().process()
+
+    def _refuse(self, why: str) -> None:
+        body = f"400 Bad Request: {why}.\n".encode()
+        self.setResponseCode(400)
+        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.setHeader(b"connection", b"close")
+        # Nothing more is read from a client that sent this.
+        self.channel.persistent = False
+        self.write(body)
+        self.finish()
 
     def finish(self) -> None:
         super().finish()

@@ -32,6 +32,11 @@ class WorkerRequest(RouterRequest):
     """
 
     token: bytes = b""
+    # Set from the router's headers in process(); until then (and for a
+    # request refused there), the worker's own unknowns.
+    _client: Any = IPv4Address("TCP", "0.0.0.0", 0)
+    _secure = False
+    _server_port = 0
 
     def process(self) -> None:
         own = {}
