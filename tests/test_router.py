@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
-from txrouter.redirect import AddSlash
+from txrouter.redirect import AddSlash, Redirect
 from txrouter.router import Router
 
 pytestmark = pytest.mark.unit
@@ -167,3 +167,44 @@ class HostTests(SynchronousTestCase):
         for host, name in self.CASES:
             found, _, _ = route(router, b"/", host)
             self.assertEqual(getattr(found, "name", found), name, f"for {host!r}")
+
+
+class RawPathRedirectTests(SynchronousTestCase):
+    """
+    Redirects keep the path's encoding as the client sent it.
+    """
+
+    CASES = [
+        (b"/old/a%2Fb", b"/new/a%2Fb"),
+        (b"/old/%2e%2e/x", b"/new/%2e%2e/x"),
+        (b"/old/caf%C3%A9?q=%2F", b"/new/caf%C3%A9?q=%2F"),
+        (b"/old/a/b/", b"/new/a/b/"),
+        (b"/old/", b"/new/"),
+    ]
+
+    def test_redirect_table(self) -> None:
+        """
+        C{/old/ -> /new/}: an encoded slash or dot stays encoded, so the
+        client is sent exactly where it asked, one prefix over.
+        """
+        router = Router({"": {"/old/": Redirect("/new/", 301)}})
+        for path, location in self.CASES:
+            request = HostRequest(path)
+            getChildForRequest(router, request).render(request)
+            self.assertEqual(
+                request.responseHeaders.getRawHeaders(b"location"),
+                [location],
+                f"for {path!r}",
+            )
+
+    def test_add_slash_keeps_encoding(self) -> None:
+        """
+        A bare prefix sent encoded is redirected with the same encoding.
+        """
+        request = HostRequest(b"/wi%6Bi?x=1")
+        found = getChildForRequest(make_router(), request)
+        self.assertIsInstance(found, AddSlash)
+        found.render(request)
+        self.assertEqual(
+            request.responseHeaders.getRawHeaders(b"location"), [b"/wi%6Bi/?x=1"]
+        )

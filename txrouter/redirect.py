@@ -22,6 +22,23 @@ def _query(request: Any) -> bytes:
     return question + query
 
 
+def _raw_segments(request: Any) -> list[bytes]:
+    """
+    The path's segments as the client sent them, still percent-encoded:
+    Twisted's C{prepath} and C{postpath} are decoded, so C{a%2Fb} there is
+    C{a/b} and C{%2e%2e} is C{..}, and a redirect built from them would
+    send the client somewhere else than it asked.
+    """
+    raw_path: bytes = request.uri.partition(b"?")[0]
+    return raw_path.split(b"/")[1:]
+
+
+def _requote(segments: list[bytes]) -> bytes:
+    # Escapes the client sent stay as they are; anything else unsafe in a
+    # Location header is escaped.
+    return b"/".join(quote(s, safe=_SAFE_PATH + "%").encode("ascii") for s in segments)
+
+
 def _send(request: Any, status: int, location: bytes) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"location", location)
@@ -45,10 +62,7 @@ class Redirect(Resource):
         self._status = status
 
     def render(self, request: Any) -> bytes:
-        rest = b"/".join(
-            quote(segment, safe=_SAFE_PATH).encode("ascii")
-            for segment in request.postpath
-        )
+        rest = _requote(_raw_segments(request)[len(request.prepath) :])
         target = self._target
         if rest and not target.endswith(b"/"):
             target += b"/"
@@ -63,8 +77,5 @@ class AddSlash(Resource):
     isLeaf = True
 
     def render(self, request: Any) -> bytes:
-        path = b"/" + b"/".join(
-            quote(segment, safe=_SAFE_PATH).encode("ascii")
-            for segment in request.prepath
-        )
+        path = b"/" + _requote(_raw_segments(request)[: len(request.prepath)])
         return _send(request, 301, path + b"/" + _query(request))
