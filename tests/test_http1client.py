@@ -114,6 +114,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []
+        self.progress = 0
 
     def response_started(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
@@ -128,6 +129,9 @@ class Recorder:
 
     def response_failed(self, why: str, stale: bool) -> None:
         self.events.append(("failed", why, stale))
+
+    def request_progress(self) -> None:
+        self.progress += 1
 
     def outcome(self) -> list[tuple[Any, ...]]:
         """

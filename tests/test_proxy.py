@@ -799,6 +799,28 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(world.in_flight(), {"a": 0})
         self.assertEqual(world.upstreams["a"].down_until, 0.0)
 
+    def test_timeout_starts_after_upload(self) -> None:
+        """
+        An upload that takes longer than C{timeout} but keeps moving is not
+        timed out; the wait for the answer is timed from its last byte.
+        """
+        body = bytes(range(256)) * 4096  # 1 MiB: streamed by a producer
+        world = World(self, timeout=30)
+        client = world.request(
+            b"PUT /api/blob HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+        transport = world.upstream().transport
+        while transport.producer is not None:
+            world.reactor.advance(20)  # a slow link: 20 s between pieces
+            transport.producer.resumeProducing()
+        self.assertEqual(client.transport.value(), b"")
+        world.reactor.advance(29.9)
+        self.assertEqual(client.transport.value(), b"")
+        world.reactor.advance(0.1)
+        status, _, _ = client.response()
+        self.assertTrue(status.startswith(b"HTTP/1.1 504 "), status)
+
     def test_slow_body_within_timeout(self) -> None:
         """
         Once the headers arrived, C{timeout} is the longest wait between two

@@ -80,6 +80,12 @@ class ResponseReceiver(TypingProtocol):
         The whole body arrived.
         """
 
+    def request_progress(self) -> None:
+        """
+        More of a streamed request body went out (or the last of it): the
+        upstream is taking it, so the wait for its answer starts again.
+        """
+
     def response_failed(self, why: str, stale: bool) -> None:
         """
         The response will not be completed.
@@ -185,8 +191,13 @@ class HTTP1Connection(Protocol):
             # Streamed, as the client's own upload was spooled to a file;
             # until it is all written the connection cannot be reused.
             self._uploading = True
-            sending = FileSender().beginFileTransfer(_Limited(body, length), transport)
+            limited = _Limited(body, length, self._upload_progress)
+            sending = FileSender().beginFileTransfer(limited, transport)
             sending.addBoth(self._uploaded)
+
+    def _upload_progress(self) -> None:
+        if self._receiver is not None:
+            self._receiver.request_progress()
 
     def _uploaded(self, result: object) -> None:
         self._uploading = False
@@ -440,16 +451,19 @@ def _socket_of(transport: Any) -> socket.socket | None:
 
 class _Limited:
     """
-    The first C{length} bytes of a file, for L{FileSender}.
+    The first C{length} bytes of a file, for L{FileSender}, telling
+    C{progress} each time it hands out more.
     """
 
-    def __init__(self, file: Any, length: int) -> None:
+    def __init__(self, file: Any, length: int, progress: Any) -> None:
         self._file = file
         self._left = length
+        self._progress = progress
 
     def read(self, size: int) -> bytes:
         data: bytes = self._file.read(min(size, self._left))
         self._left -= len(data)
+        self._progress()
         return data
 
 

@@ -285,6 +285,12 @@ class _Exchange:
                 settings.timeout, self._time_out
             )
 
+    def request_progress(self) -> None:
+        # A long upload that keeps moving is not a silent upstream: the
+        # timeout bounds each pause in it, then the wait for the answer.
+        if self.timer is not None and not self.started:
+            self.timer.reset(self.resource.settings.timeout)
+
     def _time_out(self) -> None:
         self.timer = None
         upstream = self.upstream
