@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
+from wsgiref.validate import validator
 
 import pytest
 from twisted.internet.error import ConnectionDone
@@ -846,3 +847,32 @@ class RequestBodyTests(SynchronousTestCase):
         )
         self.assertEqual(seen["body"], b"")
         self.assertEqual(seen["CONTENT_LENGTH"], "0")
+
+
+class ValidEnvironTests(SynchronousTestCase):
+    """
+    The environ passes the standard library's WSGI validator.
+    """
+
+    def test_wsgiref_validate(self) -> None:
+        """
+        C{wsgiref.validate} finds nothing wrong with the environ of a POST
+        with a body, nor with a chunked one, and no header is doubled as
+        C{HTTP_CONTENT_TYPE} or C{HTTP_CONTENT_LENGTH}.
+        """
+        seen: dict[str, Any] = {}
+        inner = body_reporter(seen)
+        app = validator(inner)
+        for raw in (
+            b"POST /echo HTTP/1.1\r\nHost: example.com\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST /echo HTTP/1.1\r\nHost: example.com\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ):
+            seen.clear()
+            answer = serve_raw(app, raw)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 204 "), answer)
+            self.assertEqual(seen["body"], b"hello")
+            self.assertNotIn("HTTP_CONTENT_TYPE", seen)
+            self.assertNotIn("HTTP_CONTENT_LENGTH", seen)
+            self.assertEqual(seen["SERVER_SOFTWARE"], "txrouter")

@@ -42,7 +42,10 @@ from twisted.web.http import INTERNAL_SERVER_ERROR
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-__all__ = ["WSGIResource"]
+__all__ = ["SERVER_SOFTWARE", "WSGIResource"]
+
+#: The environ's C{SERVER_SOFTWARE}, in process and in workers.
+SERVER_SOFTWARE = "txrouter"
 
 # Iterators that know exactly how many items are left, so that the last
 # chunk is known without waiting for the application to produce more.
@@ -62,6 +65,12 @@ class _Response(wsgi._WSGIResponse):
     ) -> None:
         super().__init__(reactor, threadpool, application, request)
         environ: dict[str, Any] = self.environ
+        # Twisted copies every header to HTTP_*, these two as well; PEP 3333
+        # has them only as CONTENT_TYPE and CONTENT_LENGTH (wsgiref.validate
+        # refuses them).
+        environ.pop("HTTP_CONTENT_TYPE", None)
+        environ.pop("HTTP_CONTENT_LENGTH", None)
+        environ["SERVER_SOFTWARE"] = SERVER_SOFTWARE
         # twisted.web has read the whole body before the resource runs, so
         # it is always terminated (PEP 3333's wsgi.input_terminated).
         environ["wsgi.input_terminated"] = True
