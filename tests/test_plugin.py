@@ -5,9 +5,10 @@ finds it (Daphne once shipped without its plugin; this guards against that).
 
 from __future__ import annotations
 
+import site
 import subprocess
 import sys
-from importlib.metadata import files
+from importlib.metadata import distributions, files
 from pathlib import Path
 
 import pytest
@@ -48,12 +49,16 @@ class PluginTests(SynchronousTestCase):
         the installed distribution (a subpackage missing from the packaging
         config would work in the checkout and fail after install).
         """
-        names = {str(f) for f in files("txrouter") or []}
-        installed = any(n.endswith(".dist-info/RECORD") for n in names)
-        if "txrouter/__init__.py" not in names or not installed:
-            # An editable install, or a source tree's egg-info, lists the
-            # checkout rather than what a wheel installed.
-            raise SkipTest("not an installed wheel")
+        # The distribution in site-packages, not the egg-info that building
+        # leaves in the checkout (first on sys.path when tests run there).
+        installed = [
+            d
+            for d in distributions(path=site.getsitepackages())
+            if d.metadata["Name"] == "txrouter"
+        ]
+        names = {str(f) for d in installed for f in d.files or []}
+        if "txrouter/__init__.py" not in names:
+            raise SkipTest("an editable install lists no modules")
         repo = Path(__file__).resolve().parent.parent
         modules = {
             str(path.relative_to(repo)) for path in (repo / "txrouter").rglob("*.py")
