@@ -3,6 +3,7 @@ Put a router together for a routes file: the shared engines, the first
 route table, the site and the service tree.
 
     RouterService "txrouter"      children stop one at a time, last first:
+    ├─ PythonLogging "python_logging"      (apps' logging records to twistd's log)
     ├─ ThreadPoolService "threadpool"
     ├─ ProxyClientService "proxyclient"
     ├─ RuntimeDirService "runtime_dir"
@@ -35,6 +36,7 @@ from txrouter.build import Engines, build_table
 from txrouter.config import Config
 from txrouter.forwarding import TrustedProxies
 from txrouter.proxyclient import ProxyClient, ProxyClientService
+from txrouter.pythonlogging import PythonLogging
 from txrouter.reloader import Reloader
 from txrouter.services import (
     DrainService,
@@ -100,6 +102,7 @@ def build_service(config: Config, reactor: Any) -> RouterService:
     top.serve(table)
     reloader = top.reloader = Reloader(reactor, top, config, engines)
     upgrader = Upgrader(reactor, top)
+    _child(top, "python_logging", PythonLogging())
     _child(top, "threadpool", ThreadPoolService(engines.pool, reactor))
     _child(top, "proxyclient", ProxyClientService(engines.client))
     # Always there, so that a reload can add the first worker route.

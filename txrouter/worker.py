@@ -121,6 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _build(reactor: Any, args: argparse.Namespace, application: Any) -> Any:
     from twisted.internet.endpoints import UNIXServerEndpoint
 
+    from txrouter.pythonlogging import PythonLogging
     from txrouter.router import Router
     from txrouter.services import DrainService, ListenerService, RouterService
     from txrouter.site import RouterSite
@@ -140,6 +141,7 @@ def _build(reactor: Any, args: argparse.Namespace, application: Any) -> Any:
     token = os.environ.get("TXROUTER_WORKER_TOKEN", "").encode("ascii")
     site.requestFactory = worker_request_factory(token)
     top = RouterService()
+    PythonLogging().setServiceParent(top)
     ThreadPoolService(pool, reactor).setServiceParent(top)
     DrainService(site, args.drain_timeout).setServiceParent(top)
     if os.path.exists(args.socket):
