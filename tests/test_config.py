@@ -33,6 +33,7 @@ from txrouter.config import (
 from txrouter.djangoproject import default_settings_module
 from txrouter.endpointstrings import ListenAddress, listen_address, split_endpoint
 from txrouter.errors import ConfigError, Problem
+from txrouter.limits import Limits
 from txrouter.yamlsource import MAX_DEPTH, LocatedDict, LocatedList, TooDeep, load_yaml
 
 pytestmark = pytest.mark.unit
@@ -1694,3 +1695,83 @@ class DefaultSettingsModuleTests(SynchronousTestCase):
         )
         self.assertEqual(default_settings_module(self.project), "proj.settings")
         self.assertFalse(marker.exists())
+
+
+class LimitsTests(SynchronousTestCase):
+    """
+    C{limits:} and a route's own C{max_body}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        Without C{limits:}, the documented defaults apply.
+        """
+        root = make_site(self)
+        config = load_config(
+            write_routes(root, "listen: tcp:8080\nroutes: {/: {static: pub}}\n")
+        )
+        self.assertEqual(config.limits, Limits())
+        self.assertEqual(config.limits.max_body, 10 * 1024 * 1024)
+
+    def test_values(self) -> None:
+        """
+        Sizes take a number of bytes or a unit (powers of 1024); a route of
+        an application or proxy kind has its own C{max_body}.
+        """
+        root = make_site(self)
+        config = load_config(
+            write_routes(
+                root,
+                """
+                listen: tcp:8080
+                limits:
+                  max_body: 50M
+                  max_header: 16KiB
+                  max_head: 64k
+                  head_timeout: 5
+                  max_connections: 200
+                routes:
+                  /: {static: pub}
+                  /up/: {wsgi: "hello:app", path: hello, max_body: 1G}
+                  /api/: {proxy: "http://127.0.0.1:9000/", max_body: 1024}
+                """,
+            )
+        )
+        limits = config.limits
+        self.assertEqual(
+            (limits.max_body, limits.max_header, limits.max_head),
+            (50 * 1024**2, 16 * 1024, 64 * 1024),
+        )
+        self.assertEqual((limits.head_timeout, limits.max_connections), (5.0, 200))
+        self.assertEqual(config.tables[""]["/up/"].max_body, 1024**3)  # type: ignore[attr-defined]
+        self.assertEqual(config.tables[""]["/api/"].max_body, 1024)  # type: ignore[attr-defined]
+
+    def test_problems(self) -> None:
+        """
+        Unknown keys, bad sizes and numbers, a request line larger than the
+        head, and C{max_body} on a static route are each reported.
+        """
+        root = make_site(self)
+        path = write_routes(
+            root,
+            """
+            listen: tcp:8080
+            limits:
+              max_body: 10 apples
+              max_request_line: 100K
+              max_head: 32K
+              head_timeout: -1
+              speed: fast
+            routes:
+              /: {static: pub, max_body: 1M}
+            """,
+        )
+        found = {(p.line, p.where): p.message for p in problems_of(self, path)}
+        self.assertIn("expected a size in bytes", found[(3, "limits.max_body")])
+        self.assertIn("must be >= 0.001", found[(6, "limits.head_timeout")])
+        self.assertIn("unknown key", found[(7, "limits.speed")])
+        self.assertIn("max_request_line is larger than max_head", found[(3, "limits")])
+        self.assertIn(
+            "'max_body' is an option of django and wsgi and proxy routes, not static",
+            found[(9, "routes['/'].max_body")],
+        )

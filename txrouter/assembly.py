@@ -94,7 +94,7 @@ def build_service(config: Config, reactor: Any) -> RouterService:
     table = build_table(config, engines)
     for warning in table.warnings:
         _log.warn("{warning}", warning=warning)
-    site = RouterSite(table.router, reactor, config.access_log)
+    site = RouterSite(table.router, reactor, config.access_log, config.limits)
 
     top = RouterService()
     top.setName("txrouter")

@@ -151,9 +151,14 @@ def build_table(
             _mount_files(served, entry.route, entry.mounts, builder)
     if failures:
         raise AppLoadError("\n".join(failures))
+    max_body: dict[str, dict[str, int]] = {}
+    for key, entry in routes.items():
+        size = getattr(entry.route, "max_body", None)
+        if size is not None:
+            max_body.setdefault(key.host, {})[key.prefix] = size
     return RouteTable(
         generation,
-        Router(resources),
+        Router(resources, max_body),
         routes,
         tuple(builder.warnings),
         builder.shared_objects(),

@@ -33,6 +33,7 @@ from txrouter.kinds.proxy import ProxyRoute
 from txrouter.kinds.redirect import RedirectRoute
 from txrouter.kinds.static import StaticRoute
 from txrouter.kinds.wsgi import WsgiRoute
+from txrouter.limits import Limits
 from txrouter.routespec import Origin, Threads
 from txrouter.yamlsource import LocatedDict, LocatedList, TooDeep, load_yaml
 
@@ -59,6 +60,7 @@ _TOP_KEYS = (
     "routes",
     "hosts",
     "admin",
+    "limits",
 )
 
 
@@ -88,6 +90,7 @@ class Config:
     admin: str
     threads: Threads
     drain_timeout: float
+    limits: Limits
     access_log: str | None
     trusted_proxies: tuple[str, ...]
     runtime_dir: Path | None
@@ -157,6 +160,7 @@ def load_config(path: Path) -> Config:
     threads = reader.threads(data, "threads", "threads")
     runtime_dir = _read_runtime_dir(reader, data)
     drain_timeout = reader.number(data, "drain_timeout", "drain_timeout", 30.0, 0)
+    limits = _read_limits(reader, data)
     access_log = _read_access_log(reader, data)
     trusted_proxies = _read_trusted_proxies(reader, data)
     tables = _read_tables(reader, data)
@@ -170,6 +174,7 @@ def load_config(path: Path) -> Config:
         admin=admin,
         threads=threads,
         drain_timeout=drain_timeout,
+        limits=limits,
         access_log=access_log,
         trusted_proxies=trusted_proxies,
         runtime_dir=runtime_dir,
@@ -293,6 +298,44 @@ def _read_admin(reader: ConfigReader, data: LocatedDict, path: Path) -> str:
             "interface (e.g. 'tcp:9901:interface=127.0.0.1')",
         )
     return str(value)
+
+
+_SIZES = ("max_request_line", "max_header", "max_head", "max_body")
+_COUNTS = ("max_headers", "max_connections")
+_TIMES = ("head_timeout", "body_timeout", "send_timeout", "keepalive_timeout")
+
+
+def _read_limits(reader: ConfigReader, data: LocatedDict) -> Limits:
+    value = data.get("limits")
+    if value is None:
+        return Limits()
+    if not isinstance(value, LocatedDict):
+        reader.problem(
+            data.line_of("limits"),
+            "limits",
+            f"expected a mapping such as {{max_body: 50M}}, got {describe(value)}",
+        )
+        return Limits()
+    known = (*_TIMES, *_SIZES, *_COUNTS)
+    reader.unknown_keys(value, "limits", known)
+    default = Limits()
+    settings: dict[str, Any] = {}
+    for key in _TIMES:
+        given = getattr(default, key)
+        settings[key] = reader.number(value, key, f"limits.{key}", given, 0.001)
+    for key in _SIZES:
+        settings[key] = reader.size(value, key, f"limits.{key}", getattr(default, key))
+    for key in _COUNTS:
+        given = getattr(default, key)
+        settings[key] = int(reader.number(value, key, f"limits.{key}", given, 1, True))
+    if settings["max_request_line"] > settings["max_head"]:
+        reader.problem(
+            value.line,
+            "limits",
+            "max_request_line is larger than max_head, which counts the request "
+            "line too",
+        )
+    return Limits(**settings)
 
 
 def _read_runtime_dir(reader: ConfigReader, data: LocatedDict) -> Path | None:

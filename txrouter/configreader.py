@@ -34,6 +34,8 @@ _HOST = re.compile(
 )
 _IPV6_LITERAL = re.compile(r"^\[[0-9a-f:.]+\]$")
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+_SIZE = re.compile(r"^([0-9]+)\s*([KMG](?:iB|B)?|)$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 #: A dotted Python module name.
 MODULE_NAME = re.compile(rf"^{_DOTTED}$")
 #: An application named C{module:attribute}.
@@ -152,6 +154,33 @@ class ConfigReader:
             )
             return default
         return float(value)
+
+    def size(self, mapping: LocatedDict, key: str, where: str, default: int) -> int:
+        """
+        Read an optional size in bytes: a whole number, or one with a unit
+        (C{512K}, C{10M}, C{1G}; C{KiB}, C{MiB}, C{GiB} too, all powers of
+        1024).
+        """
+        value = mapping.get(key)
+        if value is None:
+            return default
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            match = _SIZE.match(str(value).strip()) if isinstance(value, str) else None
+            if match is None:
+                self.problem(
+                    mapping.line_of(key),
+                    where,
+                    "expected a size in bytes such as 10485760 or '10M' (K, M "
+                    f"and G are powers of 1024), got {describe(value)}",
+                )
+                return default
+            number = int(match.group(1)) * _UNITS[match.group(2).upper()[:1]]
+        if number < 1:
+            self.problem(mapping.line_of(key), where, f"must be >= 1, got {number}")
+            return default
+        return number
 
     def flag(self, mapping: LocatedDict, key: str, where: str, default: bool) -> bool:
         """

@@ -14,7 +14,8 @@ The private parts of Twisted that an upgrade needs, in one place:
 
   - the C{HTTPChannel} inside the protocol a C{Site} builds (Twisted
     wraps it to choose between HTTP/1.1 and HTTP/2), whose C{requests}
-    tell whether a connection is idle (L{http_channel_of}).
+    tell whether a connection is idle (L{http_channel_of}), and the same
+    wrapping around a channel class of ours (L{http_protocol_factory}).
 
 C{tests/test_upgrade.py} and C{tests/test_site.py} fail loudly if Twisted
 changes any of these.
@@ -27,7 +28,13 @@ from typing import Any
 
 from twisted.application.app import ServerOptions
 
-__all__ = ["forget_pidfile", "hand_over_port", "http_channel_of", "twistd_options"]
+__all__ = [
+    "forget_pidfile",
+    "hand_over_port",
+    "http_channel_of",
+    "http_protocol_factory",
+    "twistd_options",
+]
 
 
 def twistd_options() -> Any | None:
@@ -69,3 +76,16 @@ def http_channel_of(protocol: Any) -> Any:
     The C{HTTPChannel} a C{Site}'s protocol wraps (or the protocol itself).
     """
     return getattr(protocol, "_channel", protocol)
+
+
+def http_protocol_factory(channel_class: type) -> Any:
+    """
+    A C{Site.protocol} that builds C{channel_class} channels, wrapped as
+    Twisted wraps its own (so that HTTP/2 can be negotiated over TLS).
+    """
+    from twisted.web.http import _GenericHTTPChannelProtocol
+
+    def build(factory: Any = None) -> Any:
+        return _GenericHTTPChannelProtocol(channel_class())
+
+    return build

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote_to_bytes as unquote
 
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
@@ -42,12 +43,23 @@ class Router(Resource):
     matching C{*.} wildcard, which beats the default table (key C{""}).
     """
 
-    def __init__(self, tables: Mapping[str, Mapping[str, IResource]]) -> None:
+    def __init__(
+        self,
+        tables: Mapping[str, Mapping[str, IResource]],
+        max_body: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> None:
         """
         @param tables: for each host (C{""} for the default), a mapping of
             prefix (C{/}-delimited, as in the routes file) to resource.
+        @param max_body: for each host, the routes whose C{max_body} is
+            their own, by prefix.
         """
         super().__init__()
+        self._max_body = {
+            (host, _segments(prefix)): size
+            for host, sizes in (max_body or {}).items()
+            for prefix, size in sizes.items()
+        }
         self._exact: dict[bytes, _Table] = {}
         wildcards: list[tuple[bytes, _Table]] = []
         self._default: _Table = {}
@@ -70,6 +82,30 @@ class Router(Resource):
         self._deepest = max(
             [self._deepest, *(len(k) for _, t in self._wildcards for k in t)]
         )
+
+    def max_body_for(self, host: bytes, path: bytes) -> int | None:
+        """
+        The C{max_body} of the route a request for C{path} (raw, as sent)
+        on C{host} (port included) goes to, when that route has its own.
+        """
+        if not self._max_body:
+            return None
+        name = host.rpartition(b":")[0] if host.rfind(b"]") < host.rfind(b":") else host
+        key, table = self._named_table(name)
+        segments = [unquote(s) for s in path.partition(b"?")[0].split(b"/")[1:]]
+        for depth in range(min(len(segments), self._deepest), -1, -1):
+            if tuple(segments[:depth]) in table:
+                return self._max_body.get((key, tuple(segments[:depth])))
+        return None
+
+    def _named_table(self, host: bytes) -> tuple[str, _Table]:
+        host = host.lower().rstrip(b".")
+        if host in self._exact:
+            return host.decode("ascii"), self._exact[host]
+        for suffix, table in self._wildcards:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return "*" + suffix.decode("ascii"), table
+        return "", self._default
 
     def table_for(self, host: bytes) -> _Table:
         """

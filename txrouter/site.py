@@ -21,8 +21,10 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from txrouter.channel import RouterChannel
 from txrouter.edge import BadRequest, check_headers, request_target
-from txrouter.privatetwisted import http_channel_of
+from txrouter.limits import Limits
+from txrouter.privatetwisted import http_channel_of, http_protocol_factory
 
 __all__ = ["KEEPALIVE_GRACE", "RouterRequest", "RouterSite"]
 
@@ -76,6 +78,12 @@ class RouterRequest(Request):
         self.write(body)
         self.finish()
 
+    def handleContentChunk(self, data: bytes) -> None:
+        count = getattr(self.channel, "body_received", None)
+        if count is not None:
+            count(len(data))
+        super().handleContentChunk(data)
+
     def finish(self) -> None:
         super().finish()
         self._ended()
@@ -110,14 +118,26 @@ class RouterSite(Site):
     _log = Logger()
 
     def __init__(
-        self, resource: IResource, reactor: IReactorTime, access_log: str | None
+        self,
+        resource: IResource,
+        reactor: IReactorTime,
+        access_log: str | None,
+        limits: Limits | None = None,
     ) -> None:
         """
         @param access_log: a file path, C{"-"} for twistd's log, or L{None}
             for no access log.
+        @param limits: the edge's limits, kept by a strict L{RouterChannel}
+            per connection; L{None} for Twisted's own channel (a worker,
+            whose one client is its router, which keeps them).
         """
         log_path = None if access_log in (None, "-") else access_log
         super().__init__(resource, logPath=log_path, reactor=reactor)
+        self.limits: Limits | None = None
+        if limits is not None:
+            self.set_limits(limits)
+        self.open_connections = 0
+        self.refused_connections = 0
         self._logging = access_log is not None
         self._draining = False
         self._idle_closing = False
@@ -126,9 +146,53 @@ class RouterSite(Site):
         self._channels: WeakSet[Any] = WeakSet()
 
     def buildProtocol(self, addr: Any) -> Any:
+        limits = self.limits
+        if limits is not None and self.open_connections >= limits.max_connections:
+            # Closed at once: the connections already open keep their share.
+            self.refused_connections += 1
+            if self.refused_connections % 1000 == 1:
+                self._log.warn(
+                    "{count} connection(s) refused so far: max_connections "
+                    "({limit}) are open",
+                    count=self.refused_connections,
+                    limit=limits.max_connections,
+                )
+            return None
         protocol = super().buildProtocol(addr)
-        self._channels.add(http_channel_of(protocol))
+        channel = http_channel_of(protocol)
+        self._channels.add(channel)
+        if limits is not None:
+            self.open_connections += 1
         return protocol
+
+    def set_limits(self, limits: Limits) -> None:
+        """
+        Keep C{limits} on the connections opened from now on.
+        """
+        self.limits = limits
+        self.timeOut = limits.keepalive_timeout
+        channel = type("Channel", (RouterChannel,), {"limits": limits})
+        self.protocol = http_protocol_factory(channel)  # type: ignore[method-assign]
+
+    def connection_closed(self) -> None:
+        """
+        A connection of a L{RouterChannel} closed.
+        """
+        self.open_connections -= 1
+
+    def max_body_for(self, host: bytes, target: bytes) -> int:
+        """
+        The largest request body the route of a request for C{target} (as
+        sent) on C{host} takes.
+        """
+        assert self.limits is not None
+        try:
+            path, named = request_target(b"GET", target)
+        except BadRequest:
+            return self.limits.max_body  # refused later, with its reason
+        find = getattr(self.resource, "max_body_for", None)
+        found = find(named or host, path) if find is not None else None
+        return self.limits.max_body if found is None else int(found)
 
     def _end_grace(self) -> None:
         self._idle_closing = True

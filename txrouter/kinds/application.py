@@ -28,7 +28,14 @@ if TYPE_CHECKING:
     from txrouter.djangoproject import FileMount
     from txrouter.routetable import RouteKey
 
-__all__ = ["PROCESS_OPTIONS", "WORKER_TIMEOUT", "in_process", "in_workers"]
+__all__ = [
+    "PROCESS_OPTIONS",
+    "WORKER_TIMEOUT",
+    "in_process",
+    "in_workers",
+    "read_max_body",
+    "read_process_options",
+]
 
 #: The options of both application kinds that say where they run.
 PROCESS_OPTIONS = ("workers", "threads", "env")
@@ -52,6 +59,17 @@ def read_process_options(
     )
     threads = reader.threads(spec, "threads", f"{origin.where}.threads")
     return workers, threads, _env(reader, spec, origin)
+
+
+def read_max_body(
+    reader: ConfigReader, spec: LocatedDict, origin: Origin
+) -> int | None:
+    """
+    Read a route's own C{max_body} (L{None}: the one in C{limits:}).
+    """
+    if "max_body" not in spec:
+        return None
+    return reader.size(spec, "max_body", f"{origin.where}.max_body", 1)
 
 
 def _env(

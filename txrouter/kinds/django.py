@@ -32,6 +32,7 @@ from txrouter.kinds.application import (
     PROCESS_OPTIONS,
     in_process,
     in_workers,
+    read_max_body,
     read_process_options,
 )
 from txrouter.kinds.contract import Built, RouteKind
@@ -66,6 +67,7 @@ class DjangoRoute:
     workers: int
     threads: Threads = field(default_factory=Threads)
     env: tuple[tuple[str, str], ...] = ()
+    max_body: int | None = None
 
 
 def read(
@@ -95,7 +97,10 @@ def read(
             )
     if project is None or settings is None:
         return None
-    return DjangoRoute(prefix, origin, project, settings, workers, threads, env)
+    max_body = read_max_body(reader, spec, origin)
+    return DjangoRoute(
+        prefix, origin, project, settings, workers, threads, env, max_body
+    )
 
 
 def settle(reader: ConfigReader, entries: list[tuple[dict[str, Any], str]]) -> None:
@@ -193,4 +198,6 @@ def _describe(route: DjangoRoute, builder: Builder) -> tuple[FileMount, ...]:
     )
 
 
-KIND = RouteKind("django", ("settings", *PROCESS_OPTIONS), read, build, settle)
+KIND = RouteKind(
+    "django", ("settings", *PROCESS_OPTIONS, "max_body"), read, build, settle
+)

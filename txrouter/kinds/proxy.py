@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from txrouter.configreader import describe
+from txrouter.kinds.application import read_max_body
 from txrouter.kinds.contract import Built, RouteKind
 from txrouter.proxy import ProxyResource, ProxySettings
 from txrouter.routespec import Origin
@@ -43,6 +44,7 @@ class ProxyRoute:
     connect_timeout: float
     preserve_host: bool
     tls_verify: bool
+    max_body: int | None = None
 
 
 def read(
@@ -76,6 +78,7 @@ def read(
         spec, "preserve_host", f"{origin.where}.preserve_host", True
     )
     tls_verify = reader.flag(spec, "tls_verify", f"{origin.where}.tls_verify", True)
+    max_body = read_max_body(reader, spec, origin)
     if len(upstreams) != len(items):
         return None
     return ProxyRoute(
@@ -86,6 +89,7 @@ def read(
         connect_timeout,
         preserve_host,
         tls_verify,
+        max_body,
     )
 
 
@@ -178,7 +182,7 @@ def build(route: ProxyRoute, key: RouteKey, builder: Builder) -> Built:
 
 KIND = RouteKind(
     "proxy",
-    ("timeout", "connect_timeout", "preserve_host", "tls_verify"),
+    ("timeout", "connect_timeout", "preserve_host", "tls_verify", "max_body"),
     read,
     build,
 )

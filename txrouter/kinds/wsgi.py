@@ -17,6 +17,7 @@ from txrouter.kinds.application import (
     PROCESS_OPTIONS,
     in_process,
     in_workers,
+    read_max_body,
     read_process_options,
 )
 from txrouter.kinds.contract import Built, RouteKind
@@ -46,6 +47,7 @@ class WsgiRoute:
     workers: int
     threads: Threads = field(default_factory=Threads)
     env: tuple[tuple[str, str], ...] = ()
+    max_body: int | None = None
 
 
 def read(
@@ -64,7 +66,8 @@ def read(
             f"got {describe(app)}",
         )
         return None
-    return WsgiRoute(prefix, origin, app, path, workers, threads, env)
+    max_body = read_max_body(reader, spec, origin)
+    return WsgiRoute(prefix, origin, app, path, workers, threads, env, max_body)
 
 
 def build(route: WsgiRoute, key: RouteKey, builder: Builder) -> Built:
@@ -80,4 +83,4 @@ def build(route: WsgiRoute, key: RouteKey, builder: Builder) -> Built:
     )
 
 
-KIND = RouteKind("wsgi", ("path", *PROCESS_OPTIONS), read, build)
+KIND = RouteKind("wsgi", ("path", *PROCESS_OPTIONS, "max_body"), read, build)

@@ -1,0 +1,328 @@
+"""
+Unit tests of L{txrouter.channel.RouterChannel}: the strict gate and the
+edge's limits, with raw request bytes through a real channel of a
+L{RouterSite}, on an in-memory transport and clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+
+from txrouter.limits import KiB, Limits
+from txrouter.privatetwisted import http_channel_of
+from txrouter.router import Router
+from txrouter.site import RouterSite
+
+pytestmark = pytest.mark.unit
+
+
+class Echo(Resource):
+    """
+    Answers with the length of the body it got, and counts its requests.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def render(self, request: Any) -> bytes:
+        self.seen += 1
+        request.content.seek(0, 2)
+        return b"%d" % request.content.tell()
+
+
+class Client:
+    """
+    One connection to a site, on a transport that records what it got.
+    """
+
+    def __init__(self, site: RouterSite) -> None:
+        self.protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+        self.transport = StringTransport()
+        if self.protocol is not None:
+            self.protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def answer(self) -> bytes:
+        return self.transport.value()  # type: ignore[no-any-return]
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+
+class ChannelTestCase(SynchronousTestCase):
+    """
+    A site with small limits, routing C{/app/} and C{/big/} (which takes
+    bodies up to 1 MiB) to an L{Echo}.
+    """
+
+    limits = Limits(max_body=1000)
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.echo = Echo()
+        router = Router(
+            {"": {"/app/": self.echo, "/big/": self.echo}},
+            {"": {"/big/": 1024 * KiB}},
+        )
+        self.site = RouterSite(router, self.reactor, None, self.limits)
+
+    def client(self) -> Client:
+        return Client(self.site)
+
+    def assert_refused(self, client: Client, status: bytes) -> None:
+        answer = client.answer()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 " + status), answer[:200])
+        self.assertIn(b"Connection: close", answer)
+        self.assertTrue(client.closed)
+        self.assertEqual(self.echo.seen, 0)
+
+
+GET = b"GET /app/ HTTP/1.1\r\nHost: a.example\r\n\r\n"
+
+
+class StrictParsingTests(ChannelTestCase):
+    """
+    What llhttp refuses is a 400 and a closed connection, whole or split
+    byte by byte, and never reaches a resource.
+    """
+
+    BAD = {
+        "obs-fold": b"GET /app/ HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+        "bare LF": b"GET /app/ HTTP/1.1\nHost: a\n\n",
+        "bare CR": b"GET /app/ HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",
+        "NUL in value": b"GET /app/ HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+        "control in value": b"GET /app/ HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",
+        "name not a token": b"GET /app/ HTTP/1.1\r\nHost: a\r\nX Y: b\r\n\r\n",
+        "space before colon": b"GET /app/ HTTP/1.1\r\nHost : a\r\n\r\n",
+        "CL and TE": b"POST /app/ HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "two CL": b"POST /app/ HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+        b"Content-Length: 4\r\n\r\nabcd",
+        "CL list": b"POST /app/ HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc",
+        "TE gzip": b"POST /app/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "chunk size overflow": b"POST /app/ HTTP/1.1\r\nHost: a\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFFFF\r\n",
+        "HTTP/1.2": b"GET /app/ HTTP/1.2\r\nHost: a\r\n\r\n",
+        "space in target": b"GET /a b/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    }
+
+    def test_refused(self) -> None:
+        """
+        Each malformed request gets a 400, whole and split byte by byte.
+        """
+        for name, raw in self.BAD.items():
+            for pieces in ([raw], [raw[i : i + 1] for i in range(len(raw))]):
+                client = self.client()
+                for piece in pieces:
+                    if client.closed:
+                        break
+                    client.send(piece)
+                self.assert_refused(client, b"400 ")
+                self.assertIn(b"not valid HTTP/1.1", client.answer(), name)
+
+    def test_valid_and_pipelined(self) -> None:
+        """
+        Valid requests, two in one packet and a chunked one, are served on
+        one keep-alive connection.
+        """
+        client = self.client()
+        client.send(
+            GET
+            + GET
+            + b"POST /app/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n"
+        )
+        self.assertEqual(client.answer().count(b"HTTP/1.1 200 OK"), 3)
+        self.assertTrue(client.answer().endswith(b"3"))
+        self.assertFalse(client.closed)
+
+
+class SizeLimitTests(ChannelTestCase):
+    """
+    Request line, header fields, head and body sizes.
+    """
+
+    def test_request_line(self) -> None:
+        """
+        A target over C{max_request_line} is a 414.
+        """
+        client = self.client()
+        client.send(b"GET /app/" + b"a" * (8 * KiB) + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assert_refused(client, b"414 ")
+
+    def test_one_header(self) -> None:
+        """
+        A header field over C{max_header} is a 431.
+        """
+        client = self.client()
+        client.send(
+            b"GET /app/ HTTP/1.1\r\nHost: a\r\nX: " + b"v" * (8 * KiB) + b"\r\n\r\n"
+        )
+        self.assert_refused(client, b"431 ")
+
+    def test_header_count(self) -> None:
+        """
+        101 header fields are a 431; 100 are served.
+        """
+        fields = b"".join(b"X-%d: v\r\n" % i for i in range(99))
+        client = self.client()
+        client.send(b"GET /app/ HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n")
+        self.assertTrue(client.answer().startswith(b"HTTP/1.1 200 "))
+        self.echo.seen = 0
+        client = self.client()
+        client.send(b"GET /app/ HTTP/1.1\r\nHost: a\r\nX-x: v\r\n" + fields + b"\r\n")
+        self.assert_refused(client, b"431 ")
+
+    def test_whole_head(self) -> None:
+        """
+        A head over C{max_head}, in fields each under C{max_header}, is a 431.
+        """
+        fields = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 4000) for i in range(9))
+        client = self.client()
+        client.send(b"GET /app/ HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n")
+        self.assert_refused(client, b"431 ")
+
+    def test_endless_header_bounded(self) -> None:
+        """
+        A header that never ends is refused once the head passes the limit,
+        not kept in memory while it grows.
+        """
+        client = self.client()
+        client.send(b"GET /app/ HTTP/1.1\r\nHost: a\r\nX: ")
+        for _ in range(100):
+            if client.closed:
+                break
+            client.send(b"v" * 1024)
+        self.assert_refused(client, b"431 ")
+
+    def test_body_with_length_instead_of_continue(self) -> None:
+        """
+        A Content-Length over C{max_body} is a 413 sent instead of
+        C{100 Continue}; the body is never read.
+        """
+        client = self.client()
+        client.send(
+            b"POST /app/ HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 1001\r\n\r\n"
+        )
+        self.assertNotIn(b"100 Continue", client.answer())
+        self.assert_refused(client, b"413 ")
+
+    def test_chunked_body_counted(self) -> None:
+        """
+        A chunked body is counted as it arrives: past C{max_body}, a 413.
+        """
+        client = self.client()
+        client.send(
+            b"POST /app/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        for _ in range(20):
+            if client.closed:
+                break
+            client.send(b"64\r\n" + b"x" * 100 + b"\r\n")
+        self.assert_refused(client, b"413 ")
+
+    def test_route_max_body(self) -> None:
+        """
+        A route's own C{max_body} wins over the limits' one.
+        """
+        body = b"x" * 5000
+        client = self.client()
+        client.send(
+            b"POST /big/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n" + body
+        )
+        self.assertTrue(client.answer().startswith(b"HTTP/1.1 200 "), client.answer())
+        self.assertTrue(client.answer().endswith(b"5000"))
+
+
+class DeadlineTests(ChannelTestCase):
+    """
+    Deadlines for the head, for pauses in a body, for idle connections and
+    for clients that stop reading.
+    """
+
+    def test_slow_head(self) -> None:
+        """
+        A head sent one byte every 5 s is a 408 once 10 s have passed.
+        """
+        client = self.client()
+        for byte in GET[:4]:
+            client.send(bytes([byte]))
+            self.reactor.advance(5)
+            if client.closed:
+                break
+        self.assert_refused(client, b"408 ")
+        self.assertIn(b"did not arrive in 10s", client.answer())
+
+    def test_body_pause(self) -> None:
+        """
+        A body that stops for 60 s is a 408; one that keeps moving is not.
+        """
+        client = self.client()
+        client.send(b"POST /app/ HTTP/1.1\r\nHost: a\r\nContent-Length: 50\r\n\r\n")
+        for _ in range(4):
+            self.reactor.advance(59)
+            client.send(b"x" * 10)
+        self.assertFalse(client.closed)
+        self.reactor.advance(60)
+        self.assert_refused(client, b"408 ")
+
+    def test_idle_keep_alive(self) -> None:
+        """
+        A keep-alive connection idle for C{keepalive_timeout} is closed.
+        """
+        client = self.client()
+        client.send(GET)
+        self.reactor.advance(74)
+        self.assertFalse(client.closed)
+        self.reactor.advance(2)
+        self.assertTrue(client.closed)
+
+    def test_client_not_reading(self) -> None:
+        """
+        A client that takes nothing of a response for C{send_timeout} is
+        dropped; one that takes some in time is not.
+        """
+        self.site.set_limits(Limits(keepalive_timeout=1000))  # not idle here
+        client = self.client()
+        channel = http_channel_of(client.protocol)
+        channel.pauseProducing()
+        self.reactor.advance(59)
+        channel.resumeProducing()
+        channel.pauseProducing()
+        self.reactor.advance(59)
+        self.assertFalse(client.closed)
+        self.reactor.advance(2)
+        self.assertTrue(client.closed)
+
+
+class ConnectionLimitTests(ChannelTestCase):
+    """
+    C{max_connections} open connections at once.
+    """
+
+    limits = Limits(max_connections=3)
+
+    def test_refused_over_limit(self) -> None:
+        """
+        Past C{max_connections}, a new connection gets no protocol (closed
+        at once); when one closes, a new one is taken again.
+        """
+        clients = [self.client() for _ in range(3)]
+        self.assertTrue(all(c.protocol is not None for c in clients))
+        self.assertIsNone(self.site.buildProtocol(IPv4Address("TCP", "1.2.3.4", 1)))
+        self.assertEqual(self.site.refused_connections, 1)
+        clients[0].protocol.connectionLost(None)
+        self.assertIsNotNone(self.client().protocol)

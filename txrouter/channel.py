@@ -1,0 +1,309 @@
+"""
+L{RouterChannel}: Twisted's C{HTTPChannel} behind a strict gate.
+
+Every byte a client sends is first parsed by llhttp (through C{httptools}),
+the parser of Node.js, strict by default: obs-folded headers, bare CR or LF,
+control characters, header names that are not tokens, any Content-Length /
+Transfer-Encoding ambiguity, transfer codings but C{chunked} and chunk sizes
+that overflow are a 400, and the connection is closed, before Twisted's own
+parser sees the bytes. The gate also keeps the edge's limits
+(L{txrouter.limits.Limits}): the size of the request line (414) and of the
+header fields (431), the time to receive a head and the pauses in a body
+(408), a client that stops reading (closed). C{max_body} is kept once the
+request's route is known (L{RouterChannel.allHeadersReceived}): a
+C{Content-Length} over it is a 413 sent instead of C{100 Continue}, and a
+chunked body is counted as it arrives.
+
+Twisted's parser then builds the L{txrouter.site.RouterRequest}s as before,
+so the site, the resource tree and the requests are Twisted's own.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import httptools
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+
+from txrouter.limits import Limits
+
+__all__ = ["RouterChannel"]
+
+_log = Logger()
+
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(why)
+        self.code = code
+
+
+class RouterChannel(HTTPChannel):
+    """
+    An C{HTTPChannel} whose input passes L{_Gate} first.
+    """
+
+    limits = Limits()
+    #: Set by the site that builds it.
+    site: Any = None
+    # Twisted's own limits, above ours: the gate answers first, with the
+    # right status.
+    MAX_LENGTH = 1 << 20
+    totalHeadersSize = 1 << 20
+    maxHeaders = 1 << 16
+
+    _refusing = False
+    _head_timer: IDelayedCall | None = None
+    _body_timer: IDelayedCall | None = None
+    _send_timer: IDelayedCall | None = None
+    _body_left: int | None = None
+
+    def connectionMade(self) -> None:
+        self._gate = _Gate(self)
+        super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refusing:
+            return
+        try:
+            self._gate.feed(data)
+        except _Refused as refused:
+            self.refuse(refused.code, str(refused))
+            return
+        super().dataReceived(data)
+
+    def _later(self, delay: float, f: Any, *args: Any) -> IDelayedCall:
+        # TimeoutMixin's callLater: the site's reactor's.
+        call: IDelayedCall = self.callLater(delay, f, *args)
+        return call
+
+    # -- max_body, once the route is known
+
+    def allHeadersReceived(self) -> None:
+        request = self.requests[-1]
+        target = self._gate.targets.popleft() if self._gate.targets else b"/"
+        host = request.requestHeaders.getRawHeaders(b"host", [b""])[-1]
+        limit = self.limits.max_body
+        if self.site is not None:
+            limit = self.site.max_body_for(host, target)
+        if self.length is not None and self.length > limit:
+            self.refuse(413, f"the body is larger than this URL takes ({limit} bytes)")
+            return
+        self._body_left = limit
+        super().allHeadersReceived()
+
+    def body_received(self, size: int) -> None:
+        """
+        C{size} more bytes of a request body arrived.
+        """
+        if self._body_left is not None:
+            self._body_left -= size
+            if self._body_left < 0:
+                self.refuse(413, "the body is larger than this URL takes")
+
+    # -- deadlines
+
+    def head_started(self) -> None:
+        self._cancel_body_timer()
+        if self._head_timer is None:
+            self._head_timer = self._later(
+                self.limits.head_timeout, self._timed_out, "head"
+            )
+
+    def head_done(self) -> None:
+        if self._head_timer is not None:
+            if self._head_timer.active():
+                self._head_timer.cancel()
+            self._head_timer = None
+        self._body_timer = self._later(
+            self.limits.body_timeout, self._timed_out, "body"
+        )
+
+    def body_moved(self) -> None:
+        if self._body_timer is not None and self._body_timer.active():
+            self._body_timer.reset(self.limits.body_timeout)
+
+    def message_done(self) -> None:
+        self._cancel_body_timer()
+        self._body_left = None
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            if self._body_timer.active():
+                self._body_timer.cancel()
+            self._body_timer = None
+
+    def _timed_out(self, what: str) -> None:
+        if what == "head":
+            self._head_timer = None
+            why = f"the request head did not arrive in {self.limits.head_timeout:g}s"
+        else:
+            self._body_timer = None
+            why = f"the body paused for {self.limits.body_timeout:g}s"
+        self.refuse(408, why)
+
+    # -- a client that stops reading
+
+    def pauseProducing(self) -> None:
+        super().pauseProducing()
+        if self._send_timer is None and self.transport is not None:
+            self._send_timer = self._later(self.limits.send_timeout, self._not_reading)
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()
+        if self._send_timer is not None:
+            if self._send_timer.active():
+                self._send_timer.cancel()
+            self._send_timer = None
+
+    def _not_reading(self) -> None:
+        self._send_timer = None
+        _log.info(
+            "Closing a client that took nothing for {timeout}s: {peer}",
+            timeout=self.limits.send_timeout,
+            peer=str(self.transport.getPeer()),  # type: ignore[union-attr]
+        )
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    # -- refusing
+
+    def refuse(self, code: int, why: str) -> None:
+        """
+        Answer C{code} with C{why} and close, reading nothing more; if a
+        response is already under way, just close once it can.
+        """
+        if self._refusing:
+            return
+        self._refusing = True
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self.setTimeout(None)
+        answered = any(r.startedWriting for r in self.requests)
+        if self.transport is None:
+            return
+        if not answered:
+            body = f"{code} {_REASONS[code].decode()}: {why}.\n".encode()
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                % (code, _REASONS[code], len(body), body)
+            )
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        for timer in (self._head_timer, self._body_timer, self._send_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        super().connectionLost(reason)
+        if self.site is not None:
+            self.site.connection_closed()
+
+
+class _Gate:
+    """
+    llhttp over the raw input, with the limits counted in its callbacks.
+    """
+
+    def __init__(self, channel: RouterChannel) -> None:
+        self._channel = channel
+        self._limits = channel.limits
+        self._parser = httptools.HttpRequestParser(self)
+        # The target of each head parsed here and not yet by Twisted (the
+        # gate reads pipelined requests ahead of it).
+        self.targets: deque[bytes] = deque()
+        self._url_parts: list[bytes] = []
+        self._start()
+
+    def _start(self) -> None:
+        self._url = 0
+        self._head = 0
+        self._fields = 0
+        # Bytes received since the last head ended, while no body is being
+        # read: llhttp buffers a header until it ends, so this, not the
+        # callbacks, bounds the memory a never-ending header can take.
+        self._raw = 0
+        self._in_body = False
+
+    def feed(self, data: bytes) -> None:
+        if not self._in_body:
+            self._raw += len(data)  # set back to 0 when a head ends in it
+        self._feed(data)
+        if not self._in_body and self._raw > self._limits.max_head:
+            raise _Refused(431, "the request head is too large")
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            # One of our callbacks refused (llhttp wraps what they raise).
+            refused, self._refused = self._refused, None
+            if refused is None:
+                raise
+            raise refused from None
+        except httptools.HttpParserUpgrade as upgrade:
+            # Answered as a plain request (nothing is tunnelled yet): go on
+            # with what follows its head as the next request.
+            self._parser = httptools.HttpRequestParser(self)
+            self._start()
+            rest = data[upgrade.args[0] :]
+            if rest:
+                self._feed(rest)
+        except httptools.HttpParserError as e:
+            raise _Refused(400, f"not valid HTTP/1.1 ({e})") from None
+
+    _refused: _Refused | None = None
+
+    def _refuse(self, code: int, why: str) -> None:
+        self._refused = _Refused(code, why)
+        raise self._refused
+
+    # -- llhttp's callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = self._head = self._fields = 0
+        self._url_parts = []
+        self._channel.head_started()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += len(url)
+        if self._url > self._limits.max_request_line:
+            self._refuse(414, "the request target is too long")
+        self._url_parts.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value)
+        self._head += size
+        self._fields += 1
+        if size > self._limits.max_header:
+            self._refuse(431, "a header field is too large")
+        if self._fields > self._limits.max_headers:
+            self._refuse(431, "too many header fields")
+        if self._head + self._url > self._limits.max_head:
+            self._refuse(431, "the request head is too large")
+
+    def on_headers_complete(self) -> None:
+        self.targets.append(b"".join(self._url_parts))
+        self._in_body = True
+        self._raw = 0
+        self._channel.head_done()
+
+    def on_body(self, body: bytes) -> None:
+        self._channel.body_moved()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._channel.message_done()
