@@ -27,6 +27,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from zope.interface import implementer
 
 from txrouter.forwarding import TrustedProxies
+from txrouter.limits import Limits
 from txrouter.proxy import ProxyResource, ProxySettings
 from txrouter.proxyclient import ProxyClient
 from txrouter.router import Router
@@ -67,7 +68,8 @@ def main(requests: int) -> None:
     group = UpstreamGroup(reactor, [Upstream("up", upstream, b"up", b"/v1/")])
     settings = ProxySettings("bench", 60, True, TrustedProxies([]))
     proxy = ProxyResource(reactor, ProxyClient(reactor), group, settings)
-    site = RouterSite(Router({"": {"/api/": proxy}}), reactor, None)
+    # The edge as served: the strict gate and the default limits.
+    site = RouterSite(Router({"": {"/api/": proxy}}), reactor, None, Limits())
     client = IPv4Address("TCP", "127.0.0.1", 5555)
     server = site.buildProtocol(client)
     transport = StringTransport(peerAddress=client)

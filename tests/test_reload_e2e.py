@@ -133,7 +133,11 @@ class ReloadTests(RunningRouter):
         """
         port = self.server.port
         kept = _pid_of(port, "/kept/")
-        old_env = {_pid_of(port, "/env/") for _ in range(6)}
+        old_env: set[int] = set()
+        wait_until(
+            lambda: old_env.add(_pid_of(port, "/env/")) or len(old_env) == 2,
+            "both workers to answer",
+        )
         self.workers |= old_env | {kept}
         load = SteadyLoad(
             port,
@@ -254,7 +258,11 @@ class FailedChangeTests(RunningRouter):
         worker's own error, and the old workers go on answering.
         """
         port = self.server.port
-        before = {_pid_of(port, "/env/") for _ in range(6)}
+        before: set[int] = set()
+        wait_until(
+            lambda: before.add(_pid_of(port, "/env/")) or len(before) == 2,
+            "both workers to answer",
+        )
         app = self.folder / "apps" / "reloadapp.py"
         good = app.read_text()
         app.write_text(good + "\nraise RuntimeError('deploy went wrong')\n")
@@ -262,7 +270,7 @@ class FailedChangeTests(RunningRouter):
         self.assertEqual(result.returncode, 1, result.stdout)
         self.assertIn("txrouter restart failed", result.stderr)
         self.assertIn("deploy went wrong", result.stderr)
-        self.assertEqual({_pid_of(port, "/env/") for _ in range(6)}, before)
+        self.assertLessEqual({_pid_of(port, "/env/") for _ in range(10)}, before)
         app.write_text(good)
         result = self.cli("restart", "/env/")
         self.assertEqual(result.returncode, 0, result.stderr)

@@ -24,7 +24,6 @@ from collections import deque
 from typing import Any
 
 import httptools
-from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -43,6 +42,10 @@ _REASONS = {
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
 }
+
+
+def _never() -> float:
+    return 0.0
 
 
 class _Refused(Exception):
@@ -66,13 +69,18 @@ class RouterChannel(HTTPChannel):
     maxHeaders = 1 << 16
 
     _refusing = False
-    _head_timer: IDelayedCall | None = None
-    _body_timer: IDelayedCall | None = None
-    _send_timer: IDelayedCall | None = None
     _body_left: int | None = None
+    # When the head or body now being received must have arrived or moved
+    # (and which), and when a client that takes nothing is dropped: checked
+    # by the site's sweep (L{check_deadlines}) rather than a timer per
+    # request, which would cost more than the rest of the gate.
+    _deadline: float | None = None
+    _waiting_for = ""
+    _send_deadline: float | None = None
 
     def connectionMade(self) -> None:
         self._gate = _Gate(self)
+        self._now = self.site.reactor.seconds if self.site is not None else _never
         super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
@@ -85,20 +93,16 @@ class RouterChannel(HTTPChannel):
             return
         super().dataReceived(data)
 
-    def _later(self, delay: float, f: Any, *args: Any) -> IDelayedCall:
-        # TimeoutMixin's callLater: the site's reactor's.
-        call: IDelayedCall = self.callLater(delay, f, *args)
-        return call
-
     # -- max_body, once the route is known
 
     def allHeadersReceived(self) -> None:
         request = self.requests[-1]
         target = self._gate.targets.popleft() if self._gate.targets else b"/"
-        host = request.requestHeaders.getRawHeaders(b"host", [b""])[-1]
         limit = self.limits.max_body
-        if self.site is not None:
-            limit = self.site.max_body_for(host, target)
+        site = self.site
+        if site is not None and getattr(site.resource, "has_own_max_body", False):
+            host = request.requestHeaders.getRawHeaders(b"host", [b""])[-1]
+            limit = site.max_body_for(host, target)
         if self.length is not None and self.length > limit:
             self.refuse(413, f"the body is larger than this URL takes ({limit} bytes)")
             return
@@ -117,60 +121,51 @@ class RouterChannel(HTTPChannel):
     # -- deadlines
 
     def head_started(self) -> None:
-        self._cancel_body_timer()
-        if self._head_timer is None:
-            self._head_timer = self._later(
-                self.limits.head_timeout, self._timed_out, "head"
-            )
+        if self._waiting_for != "head":
+            self._waiting_for = "head"
+            self._deadline = self._now() + self.limits.head_timeout
 
     def head_done(self) -> None:
-        if self._head_timer is not None:
-            if self._head_timer.active():
-                self._head_timer.cancel()
-            self._head_timer = None
-        self._body_timer = self._later(
-            self.limits.body_timeout, self._timed_out, "body"
-        )
+        self._waiting_for = "body"
+        self._deadline = self._now() + self.limits.body_timeout
 
     def body_moved(self) -> None:
-        if self._body_timer is not None and self._body_timer.active():
-            self._body_timer.reset(self.limits.body_timeout)
+        self._deadline = self._now() + self.limits.body_timeout
 
     def message_done(self) -> None:
-        self._cancel_body_timer()
+        self._waiting_for = ""
+        self._deadline = None
         self._body_left = None
 
-    def _cancel_body_timer(self) -> None:
-        if self._body_timer is not None:
-            if self._body_timer.active():
-                self._body_timer.cancel()
-            self._body_timer = None
-
-    def _timed_out(self, what: str) -> None:
-        if what == "head":
-            self._head_timer = None
-            why = f"the request head did not arrive in {self.limits.head_timeout:g}s"
-        else:
-            self._body_timer = None
-            why = f"the body paused for {self.limits.body_timeout:g}s"
-        self.refuse(408, why)
+    def check_deadlines(self, now: float) -> None:
+        """
+        Refuse a head or body that is late, drop a client that has taken
+        nothing for too long (called by the site's sweep).
+        """
+        if self._deadline is not None and now >= self._deadline:
+            if self._waiting_for == "head":
+                why = (
+                    f"the request head did not arrive in {self.limits.head_timeout:g}s"
+                )
+            else:
+                why = f"the body paused for {self.limits.body_timeout:g}s"
+            self.refuse(408, why)
+        elif self._send_deadline is not None and now >= self._send_deadline:
+            self._not_reading()
 
     # -- a client that stops reading
 
     def pauseProducing(self) -> None:
         super().pauseProducing()
-        if self._send_timer is None and self.transport is not None:
-            self._send_timer = self._later(self.limits.send_timeout, self._not_reading)
+        if self._send_deadline is None:
+            self._send_deadline = self._now() + self.limits.send_timeout
 
     def resumeProducing(self) -> None:
         super().resumeProducing()
-        if self._send_timer is not None:
-            if self._send_timer.active():
-                self._send_timer.cancel()
-            self._send_timer = None
+        self._send_deadline = None
 
     def _not_reading(self) -> None:
-        self._send_timer = None
+        self._send_deadline = None
         _log.info(
             "Closing a client that took nothing for {timeout}s: {peer}",
             timeout=self.limits.send_timeout,
@@ -188,9 +183,7 @@ class RouterChannel(HTTPChannel):
         if self._refusing:
             return
         self._refusing = True
-        for timer in (self._head_timer, self._body_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
+        self._deadline = None
         self.setTimeout(None)
         answered = any(r.startedWriting for r in self.requests)
         if self.transport is None:
@@ -205,9 +198,7 @@ class RouterChannel(HTTPChannel):
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        for timer in (self._head_timer, self._body_timer, self._send_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
+        self._deadline = self._send_deadline = None
         super().connectionLost(reason)
         if self.site is not None:
             self.site.connection_closed()

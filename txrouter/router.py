@@ -83,6 +83,13 @@ class Router(Resource):
             [self._deepest, *(len(k) for _, t in self._wildcards for k in t)]
         )
 
+    @property
+    def has_own_max_body(self) -> bool:
+        """
+        Whether any route has a C{max_body} of its own.
+        """
+        return bool(self._max_body)
+
     def max_body_for(self, host: bytes, path: bytes) -> int | None:
         """
         The C{max_body} of the route a request for C{path} (raw, as sent)

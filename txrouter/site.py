@@ -15,7 +15,7 @@ from weakref import WeakSet
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
@@ -27,6 +27,10 @@ from txrouter.limits import Limits
 from txrouter.privatetwisted import http_channel_of, http_protocol_factory
 
 __all__ = ["KEEPALIVE_GRACE", "RouterRequest", "RouterSite"]
+
+#: Seconds between two looks at the connections' deadlines: a late head or
+#: body is refused at most this much after its deadline.
+_SWEEP_EVERY = 0.5
 
 #: Seconds a draining site goes on serving what keep-alive clients send on
 #: their open connections before it closes those left idle: a client whose
@@ -138,6 +142,7 @@ class RouterSite(Site):
             self.set_limits(limits)
         self.open_connections = 0
         self.refused_connections = 0
+        self._sweep: LoopingCall | None = None
         self._logging = access_log is not None
         self._draining = False
         self._idle_closing = False
@@ -163,7 +168,25 @@ class RouterSite(Site):
         self._channels.add(channel)
         if limits is not None:
             self.open_connections += 1
+            if self._sweep is None:
+                # One look a second at every connection's deadlines.
+                self._sweep = LoopingCall(self._check_deadlines)
+                self._sweep.clock = self.reactor
+                self._sweep.start(_SWEEP_EVERY, now=False)
         return protocol
+
+    def _check_deadlines(self) -> None:
+        now = self.reactor.seconds()
+        for channel in list(self._channels):
+            check = getattr(channel, "check_deadlines", None)
+            if check is not None:
+                check(now)
+
+    def stopFactory(self) -> None:
+        super().stopFactory()
+        if self._sweep is not None and self._sweep.running:
+            self._sweep.stop()
+        self._sweep = None
 
     def set_limits(self, limits: Limits) -> None:
         """
@@ -186,6 +209,8 @@ class RouterSite(Site):
         sent) on C{host} takes.
         """
         assert self.limits is not None
+        if not getattr(self.resource, "has_own_max_body", False):
+            return self.limits.max_body
         try:
             path, named = request_target(b"GET", target)
         except BadRequest:
