@@ -30,6 +30,7 @@ unasked-for answer, and would otherwise reach the next client.
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import Any
 from typing import Protocol as TypingProtocol
@@ -43,6 +44,14 @@ from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 
 __all__ = ["ConnectionPool", "HTTP1Connection", "ResponseReceiver"]
+
+# A head may hold no control character but HTAB, and CR only before LF:
+# NUL, a lone CR or LF (header injection, response splitting) are refused.
+_BAD_HEAD_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
+# RFC 9110 token characters: what a header name may consist of.
+_TOKEN_BYTES = (
+    b"!#$%&'*+-.^_`|~0123456789" + bytes(range(65, 91)) + bytes(range(97, 123))
+)
 
 _MAX_HEAD = 64 * 1024
 _MAX_HEADERS = 256
@@ -109,6 +118,9 @@ def _parse_head(
 
     @return: status, reason, headers, and the HTTP version.
     """
+    bad = _BAD_HEAD_BYTE.search(head)
+    if bad is not None:
+        raise BadResponse(f"invalid byte {head[bad.start() : bad.end()]!r} in the head")
     lines = head.split(b"\r\n")
     version, _, rest = lines[0].partition(b" ")
     code, _, reason = rest.partition(b" ")
@@ -123,7 +135,7 @@ def _parse_head(
     headers = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip() or b" " in name:
+        if not colon or not name or name.translate(None, _TOKEN_BYTES):
             raise BadResponse(f"bad header line {line[:80]!r}")
         headers.append((name, value.strip(b" \t")))
     return int(code), reason, headers, version
