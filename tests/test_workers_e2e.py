@@ -846,6 +846,36 @@ routes:
         self.assertEqual(list(runtime.glob("*.sock")), [])
         self.assertFalse(server.pidfile.exists())
 
+    def test_sigterm_within_drain_timeout(self) -> None:
+        """
+        SIGTERM while views in the router process and in a worker run past
+        C{drain_timeout}: the router is gone within C{drain_timeout} + 2 s,
+        every stage (drain, workers, thread pool) included.
+        """
+        sites = prepared_sites()
+        server = _start(
+            f"""
+listen: tcp:{{port}}:interface=127.0.0.1
+drain_timeout: 2
+routes:
+  /: {{django: {sites / "blog"}, workers: 0}}
+  /wiki/: {{django: {sites / "wiki"}, workers: 1}}
+"""
+        )
+        assert server.pid is not None
+        workers: set[int] = set()
+        self.addCleanup(lambda: _stop(server, workers))
+        workers |= _pids_of(server.port, "/wiki/whoami/", 1, starting=True)
+        slow = [_in_thread(server.port, p) for p in ("/slow/?s=25", "/wiki/slow/?s=25")]
+        for thread, _ in slow:
+            self.addCleanup(thread.join, 30)
+        time.sleep(0.5)  # both views are running
+        started = time.monotonic()
+        server.terminate()
+        wait_until(lambda: _gone(server.pid), "the router to exit", timeout=15)
+        self.assertLess(time.monotonic() - started, 2 + 2)
+        wait_until(lambda: all(_gone(pid) for pid in workers), "the worker to exit")
+
     def test_router_killed(self) -> None:
         """
         When the daemonized router is SIGKILLed, its workers exit by

@@ -43,6 +43,7 @@ from txrouter.services import (
     ListenerService,
     RouterService,
     RuntimeDirService,
+    StopDeadline,
 )
 from txrouter.signals import ControlSignals
 from txrouter.site import RouterSite
@@ -102,15 +103,18 @@ def build_service(config: Config, reactor: Any) -> RouterService:
     top.serve(table)
     reloader = top.reloader = Reloader(reactor, top, config, engines)
     upgrader = Upgrader(reactor, top)
+    deadline = top.deadline = StopDeadline(reactor, config.drain_timeout)
+    engines.monitor.time_left = deadline.left_with_margin
     _child(top, "python_logging", PythonLogging())
-    _child(top, "threadpool", ThreadPoolService(engines.pool, reactor))
+    pool = ThreadPoolService(engines.pool, reactor, grace=deadline.left_with_margin)
+    _child(top, "threadpool", pool)
     _child(top, "proxyclient", ProxyClientService(engines.client))
     # Always there, so that a reload can add the first worker route.
     temporary = config.runtime_dir is None
     runtime = RuntimeDirService(engines.runtime_dir, temporary, engines.instance)
     _child(top, "runtime_dir", runtime)
     _child(top, "workers", engines.monitor)
-    _child(top, "drain", DrainService(site, config.drain_timeout))
+    _child(top, "drain", DrainService(site, config.drain_timeout, deadline))
     _child(top, "signals", ControlSignals(reactor, reloader.reload, upgrader.upgrade))
     report = ReadyReport(top)
     if report.wanted:

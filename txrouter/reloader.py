@@ -233,6 +233,8 @@ class Reloader:
         self.engines = engines
         self.engines.monitor.killTime = config.drain_timeout  # type: ignore[assignment]
         self._top.getServiceNamed("drain").timeout = config.drain_timeout
+        if self._top.deadline is not None:
+            self._top.deadline.drain_timeout = config.drain_timeout
         assert self._top.site is not None
         self._top.site.set_limits(config.limits)
         self.loaded_at = time.time()

@@ -28,7 +28,13 @@ if TYPE_CHECKING:
     from txrouter.reloader import Reloader
     from txrouter.routetable import RouteTable
 
-__all__ = ["DrainService", "ListenerService", "RouterService", "RuntimeDirService"]
+__all__ = [
+    "DrainService",
+    "ListenerService",
+    "RouterService",
+    "RuntimeDirService",
+    "StopDeadline",
+]
 
 
 class RouterService(MultiService):
@@ -44,6 +50,9 @@ class RouterService(MultiService):
     site: RouterSite | None = None
     table: RouteTable | None = None
     reloader: Reloader | None = None
+    #: When set, the whole stop must be over by then, every stage included
+    #: (see L{StopDeadline}).
+    deadline: StopDeadline | None = None
 
     def serve(self, table: RouteTable) -> None:
         """
@@ -56,8 +65,49 @@ class RouterService(MultiService):
     @inlineCallbacks
     def stopService(self) -> Any:
         Service.stopService(self)
+        if self.deadline is not None:
+            self.deadline.start()
         for child in reversed(list(self)):
             yield maybeDeferred(child.stopService)
+
+
+class StopDeadline:
+    """
+    The time by which a stopping router must be gone: C{drain_timeout}
+    after the stop began. The drain waits at most until then; the stages
+    after it (worker processes, the thread pool) get what is left plus a
+    small margin, rather than a full wait each.
+    """
+
+    #: Seconds the stages after the drain may run past the deadline.
+    margin = 1.0
+
+    def __init__(self, clock: Any, drain_timeout: float) -> None:
+        self._clock = clock
+        self.drain_timeout = drain_timeout
+        self._at: float | None = None
+
+    def start(self) -> None:
+        self._at = self._clock.seconds() + self.drain_timeout
+
+    def left(self) -> float:
+        """
+        Seconds until the deadline (C{drain_timeout} before the stop).
+        """
+        if self._at is None:
+            return self.drain_timeout
+        now: float = self._clock.seconds()
+        return max(0.0, self._at - now)
+
+    def left_with_margin(self) -> float:
+        """
+        Seconds until the deadline plus L{margin}: one margin for all the
+        stages after the drain together, not one each.
+        """
+        if self._at is None:
+            return self.drain_timeout + self.margin
+        now: float = self._clock.seconds()
+        return max(0.0, self._at + self.margin - now)
 
 
 class ListenerService(StreamServerEndpointService):
@@ -107,13 +157,17 @@ class DrainService(Service):
     On stop, wait for the site's requests in flight (at most C{timeout}).
     """
 
-    def __init__(self, site: RouterSite, timeout: float) -> None:
+    def __init__(
+        self, site: RouterSite, timeout: float, deadline: StopDeadline | None = None
+    ) -> None:
         self._site = site
         self.timeout = timeout
+        self._deadline = deadline
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        return self._site.drain(self.timeout)
+        timeout = self.timeout if self._deadline is None else self._deadline.left()
+        return self._site.drain(timeout)
 
 
 class RuntimeDirService(Service):

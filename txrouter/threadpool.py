@@ -9,6 +9,7 @@ pool only once the reactor runs, in the daemon.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from threading import Thread
 from typing import Any
 
@@ -49,11 +50,15 @@ class ThreadPoolService(Service):
     _log = Logger()
 
     def __init__(
-        self, pool: ThreadPool, reactor: IReactorThreads, grace: float = 5.0
+        self,
+        pool: ThreadPool,
+        reactor: IReactorThreads,
+        grace: float | Callable[[], float] = 5.0,
     ) -> None:
         """
         @param grace: seconds to wait for busy threads before giving up on
-            them (they are daemon threads and die with the process).
+            them (they are daemon threads and die with the process), or a
+            function that tells them when the service stops.
         """
         self.pool = pool
         self._reactor = reactor
@@ -77,14 +82,15 @@ class ThreadPoolService(Service):
 
         Thread(target=join, name=f"{self.pool.name}-stop", daemon=True).start()
         clock: IReactorTime = self._reactor  # type: ignore[assignment]
-        timer = clock.callLater(self._grace, self._abandon, fire)
+        grace = self._grace() if callable(self._grace) else self._grace
+        timer = clock.callLater(min(grace, 5.0), self._abandon, fire, grace)
         stopped.addBoth(lambda _: timer.cancel() if timer.active() else None)
         return stopped
 
-    def _abandon(self, fire: Any) -> None:
+    def _abandon(self, fire: Any, grace: float) -> None:
         self._log.warn(
             "Thread pool {name} still busy after {grace}s; leaving its threads",
             name=self.pool.name,
-            grace=self._grace,
+            grace=min(grace, 5.0),
         )
         fire()

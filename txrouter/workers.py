@@ -132,7 +132,14 @@ class WorkerMonitor(ProcessMonitor):
             for d in waiting:
                 d.callback(None)
 
+    #: Seconds left before the router's stop deadline, if it has one: the
+    #: requests to workers have drained by now, so a worker that has not
+    #: exited by then is killed.
+    time_left: Callable[[], float] | None = None
+
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
+        if self.time_left is not None:
+            self.killTime = self.time_left()  # type: ignore[assignment]
         super().stopService()
         if not self.protocols:
             return succeed(None)
