@@ -876,3 +876,85 @@ class ValidEnvironTests(SynchronousTestCase):
             self.assertNotIn("HTTP_CONTENT_TYPE", seen)
             self.assertNotIn("HTTP_CONTENT_LENGTH", seen)
             self.assertEqual(seen["SERVER_SOFTWARE"], "txrouter")
+
+
+class ContentLengthTests(WSGITestCase):
+    """
+    An application's body that does not match its own Content-Length, or a
+    header with CR or LF, never leaves a client waiting or misreading.
+    """
+
+    def test_short_body_closes(self) -> None:
+        """
+        Fewer bytes than the Content-Length: the connection is closed (the
+        client would wait for the rest), not finished.
+        """
+        exchange = self.exchange()
+        headers = [("Content-Type", "text/plain"), ("Content-Length", "10")]
+        exchange.serve(simple_app([b"hello"], headers))
+        self.assertTrue(exchange.transport.disconnected)
+        self.assertEqual(exchange.request.finish_calls, 0)
+
+    def test_short_streamed_body_closes(self) -> None:
+        """
+        The same for a body of several chunks.
+        """
+
+        def chunks() -> Iterator[bytes]:
+            yield b"one"
+            yield b"two"
+
+        exchange = self.exchange()
+        headers = [("Content-Type", "text/plain"), ("Content-Length", "10")]
+        exchange.serve(simple_app(chunks(), headers))
+        self.assertTrue(exchange.transport.disconnected)
+        self.assertEqual(exchange.request.finish_calls, 0)
+
+    def test_long_body_closes(self) -> None:
+        """
+        More bytes than the Content-Length: nothing past it is written and
+        the connection is closed (the extra bytes would be read as the next
+        response).
+        """
+
+        def chunks() -> Iterator[bytes]:
+            yield b"abc"
+            yield b"defgh"
+
+        exchange = self.exchange()
+        headers = [("Content-Type", "text/plain"), ("Content-Length", "4")]
+        exchange.serve(simple_app(chunks(), headers))
+        self.assertTrue(exchange.transport.disconnected)
+        self.assertNotIn(b"defgh", exchange.raw())
+        self.assertEqual(exchange.request.finish_calls, 0)
+
+    def test_exact_body_finishes(self) -> None:
+        """
+        A body of exactly its Content-Length is finished normally.
+        """
+        exchange = self.exchange()
+        exchange.serve(simple_app([b"hel", b"lo"], length(b"hello")))
+        self.assertEqual(exchange.request.finish_calls, 1)
+        self.assertFalse(exchange.transport.disconnected)
+
+    def test_head_without_body(self) -> None:
+        """
+        A HEAD answer has the GET's Content-Length and no body: finished.
+        """
+        exchange = self.exchange(b"HEAD")
+        headers = [("Content-Type", "text/plain"), ("Content-Length", "10")]
+        exchange.serve(simple_app([], headers))
+        self.assertEqual(exchange.request.finish_calls, 1)
+
+    def test_newline_in_header(self) -> None:
+        """
+        CR or LF in a header the application sets is its error: a 500, and
+        the header is not sent.
+        """
+        exchange = self.exchange()
+        headers = [("X-Bad", "a\r\nSet-Cookie: evil=1"), *length(b"hello")]
+        exchange.serve(simple_app([b"hello"], headers))
+        response = exchange.response()
+        self.assertEqual(response.status, b"HTTP/1.1 500 Internal Server Error")
+        self.assertNotIn(b"evil", exchange.raw())
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)

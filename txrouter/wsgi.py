@@ -29,6 +29,7 @@ L{_Response.__init__}).
 
 from __future__ import annotations
 
+import re
 from operator import length_hint
 from sys import exc_info
 from threading import Event
@@ -43,6 +44,8 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 __all__ = ["SERVER_SOFTWARE", "WSGIResource"]
+
+_NEWLINE = re.compile(r"[\r\n]")
 
 #: The environ's C{SERVER_SOFTWARE}, in process and in workers.
 SERVER_SOFTWARE = "txrouter"
@@ -59,6 +62,8 @@ class _Response(wsgi._WSGIResponse):
     # body never needs it), before the response becomes a producer.
     _flowing: Event | None = None
     _producing = False
+    # Bytes the application's Content-Length still allows, when it set one.
+    _left: int | None = None
 
     def __init__(
         self, reactor: Any, threadpool: Any, application: Any, request: Any
@@ -157,6 +162,41 @@ class _Response(wsgi._WSGIResponse):
 
     # -- in the reactor thread
 
+    def _sendResponseHeaders(self) -> None:
+        for name, value in self.headers:
+            if _NEWLINE.search(name) or _NEWLINE.search(value):
+                raise ValueError(f"CR or LF in the response header {name!r}")
+        super()._sendResponseHeaders()
+        request = self.request
+        length = request.responseHeaders.getRawHeaders(b"content-length")
+        if (
+            length
+            and request.method != b"HEAD"
+            and request.code not in (204, 304)
+            and length[-1].isdigit()
+        ):
+            self._left = int(length[-1])
+
+    def _counted(self, data: bytes) -> bool:
+        """
+        Count C{data} against the application's C{Content-Length}; whether
+        it may be written (more than it said closes the connection: the
+        extra bytes would be read as the start of the next response).
+        """
+        if self._left is None:
+            return True
+        self._left -= len(data)
+        if self._left >= 0:
+            return True
+        self._log.error(
+            "WSGI application error: {uri} sent more than its Content-Length; "
+            "closing the connection",
+            uri=self.request.uri.decode("latin-1"),
+        )
+        self._unregister()
+        self.request.loseConnection()
+        return False
+
     def _write(self, started: bool, data: bytes) -> None:
         if self._requestFinished:
             return  # the client went away while the thread waited
@@ -164,7 +204,8 @@ class _Response(wsgi._WSGIResponse):
             self._sendResponseHeaders()
             self.request.registerProducer(self, True)
             self._producing = True
-        self.request.write(data)
+        if self._counted(data):
+            self.request.write(data)
 
     def _unregister(self) -> None:
         if self._producing:
@@ -181,6 +222,8 @@ class _Response(wsgi._WSGIResponse):
             if not started:
                 self._sendResponseHeaders()
             if last:
+                if not self._counted(last):
+                    return
                 self.request.write(last)
         except BaseException:
             # A bad status line or a chunk that is not bytes: what Twisted
@@ -188,6 +231,16 @@ class _Response(wsgi._WSGIResponse):
             self._failed(self.request.startedWriting, *exc_info())
             return
         self._unregister()
+        if self._left:
+            # The client would wait for the rest for ever.
+            self._log.error(
+                "WSGI application error: {uri} sent {missing} bytes fewer than "
+                "its Content-Length; closing the connection",
+                uri=self.request.uri.decode("latin-1"),
+                missing=self._left,
+            )
+            self.request.loseConnection()
+            return
         self.request.finish()
 
     def _failed(self, started: bool, kind: Any, error: Any, traceback: Any) -> None:
