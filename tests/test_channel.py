@@ -326,3 +326,38 @@ class ConnectionLimitTests(ChannelTestCase):
         self.assertEqual(self.site.refused_connections, 1)
         clients[0].protocol.connectionLost(None)
         self.assertIsNotNone(self.client().protocol)
+
+
+class HeaderNamesTests(ChannelTestCase):
+    """
+    The edge's header checks with the gate in front.
+    """
+
+    def test_underscore_names_dropped(self) -> None:
+        """
+        A name with C{_} is dropped behind the gate too (which tells the
+        request whether to look), and the others are kept.
+        """
+        seen: list[Any] = []
+
+        class Headers(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> bytes:
+                seen.append(request.requestHeaders)
+                return b"ok"
+
+        site = RouterSite(
+            Router({"": {"/h/": Headers()}}), self.reactor, None, Limits()
+        )
+        client = Client(site)
+        client.send(
+            b"GET /h/ HTTP/1.1\r\nHost: a\r\nX_Forwarded_Proto: https\r\n"
+            b"X-Ok: 1\r\n\r\n"
+            b"GET /h/ HTTP/1.1\r\nHost: a\r\nX-Ok: 2\r\n\r\n"
+        )
+        self.assertEqual(client.answer().count(b"200 OK"), 2)
+        first, second = seen
+        self.assertFalse(first.hasHeader(b"x_forwarded_proto"))
+        self.assertEqual(first.getRawHeaders(b"x-ok"), [b"1"])
+        self.assertEqual(second.getRawHeaders(b"x-ok"), [b"2"])

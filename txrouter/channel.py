@@ -97,7 +97,11 @@ class RouterChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         request = self.requests[-1]
-        target = self._gate.targets.popleft() if self._gate.targets else b"/"
+        target, underscored = (
+            self._gate.targets.popleft() if self._gate.targets else (b"/", True)
+        )
+        # The edge drops header names with "_"; the gate saw whether any.
+        request.underscored_names = underscored
         limit = self.limits.max_body
         site = self.site
         if site is not None and getattr(site.resource, "has_own_max_body", False):
@@ -215,9 +219,11 @@ class _Gate:
         self._parser = httptools.HttpRequestParser(self)
         # The target of each head parsed here and not yet by Twisted (the
         # gate reads pipelined requests ahead of it).
-        self.targets: deque[bytes] = deque()
+        self.targets: deque[tuple[bytes, bool]] = deque()
         self._url_parts: list[bytes] = []
         self._start()
+
+    _underscored = False
 
     def _start(self) -> None:
         self._url = 0
@@ -267,6 +273,7 @@ class _Gate:
     def on_message_begin(self) -> None:
         self._url = self._head = self._fields = 0
         self._url_parts = []
+        self._underscored = False
         self._channel.head_started()
 
     def on_url(self, url: bytes) -> None:
@@ -276,6 +283,8 @@ class _Gate:
         self._url_parts.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if b"_" in name:
+            self._underscored = True
         size = len(name) + len(value)
         self._head += size
         self._fields += 1
@@ -287,7 +296,7 @@ class _Gate:
             self._refuse(431, "the request head is too large")
 
     def on_headers_complete(self) -> None:
-        self.targets.append(b"".join(self._url_parts))
+        self.targets.append((b"".join(self._url_parts), self._underscored))
         self._in_body = True
         self._raw = 0
         self._channel.head_done()

@@ -63,18 +63,23 @@ def request_target(method: bytes, target: bytes) -> tuple[bytes, bytes | None]:
     raise BadRequest("the request target must be a path starting with '/'")
 
 
-def check_headers(headers: Any, version: bytes, host: bytes | None) -> None:
+def check_headers(
+    headers: Any, version: bytes, host: bytes | None, underscored: bool = True
+) -> None:
     """
     Check C{Host} (set it to C{host}, from an absolute-form target, when
     given) and drop header names with C{_}.
 
     @param headers: the request's Twisted C{Headers}.
+    @param underscored: whether a name may have C{_} (L{False} when the
+        parser saw none, which saves looking).
     @raise BadRequest: C{Host} is missing on HTTP/1.1, repeated, or not a
         valid host.
     """
-    for name, _ in list(headers.getAllRawHeaders()):
-        if b"_" in name:
-            headers.removeHeader(name)
+    if underscored:
+        for name, _ in list(headers.getAllRawHeaders()):
+            if b"_" in name:
+                headers.removeHeader(name)
     if host is not None:
         headers.setRawHeaders(b"host", [host])
         return

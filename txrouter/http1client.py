@@ -48,6 +48,8 @@ __all__ = ["ConnectionPool", "HTTP1Connection", "ResponseReceiver"]
 # A head may hold no control character but HTAB, and CR only before LF:
 # NUL, a lone CR or LF (header injection, response splitting) are refused.
 _BAD_HEAD_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
+# What a head may hold (checked first, in C, the regex only says which).
+_HEAD_BYTES = b"\t\r\n" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 # RFC 9110 token characters: what a header name may consist of.
 _TOKEN_BYTES = (
     b"!#$%&'*+-.^_`|~0123456789" + bytes(range(65, 91)) + bytes(range(97, 123))
@@ -118,9 +120,15 @@ def _parse_head(
 
     @return: status, reason, headers, and the HTTP version.
     """
-    bad = _BAD_HEAD_BYTE.search(head)
-    if bad is not None:
-        raise BadResponse(f"invalid byte {head[bad.start() : bad.end()]!r} in the head")
+    crlf = head.count(b"\r\n")
+    if (
+        head.translate(None, _HEAD_BYTES)
+        or head.count(b"\r") != crlf
+        or head.count(b"\n") != crlf
+    ):
+        bad = _BAD_HEAD_BYTE.search(head)
+        found = head[bad.start() : bad.end()] if bad else b"?"
+        raise BadResponse(f"invalid byte {found!r} in the head")
     lines = head.split(b"\r\n")
     version, _, rest = lines[0].partition(b" ")
     code, _, reason = rest.partition(b" ")

@@ -48,11 +48,13 @@ class RouterRequest(Request):
     """
 
     _refused: str | None = None
+    #: Whether a header name may have "_" (the strict gate tells when not).
+    underscored_names = True
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         try:
             path, host = request_target(command, path)
-            check_headers(self.requestHeaders, version, host)
+            check_headers(self.requestHeaders, version, host, self.underscored_names)
         except BadRequest as e:
             self._refused = str(e)
         if not self.requestHeaders.hasHeader(b"host"):
