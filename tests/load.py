@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from tests.support import wait_until
+
 __all__ = ["Check", "SteadyLoad", "echo_post", "get"]
 
 
@@ -125,11 +127,11 @@ class SteadyLoad:
         Wait until C{count} more requests have been answered.
         """
         target = self.done + count
-        deadline = time.monotonic() + timeout
-        while self.done < target and not self.failures:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"load stalled at {self.done} requests")
-            time.sleep(0.01)
+        wait_until(
+            lambda: self.done >= target or self.failures,
+            f"{count} more requests (load at {self.done})",
+            timeout,
+        )
 
     def _client(self, number: int) -> None:
         connection = self._connect()
@@ -151,6 +153,7 @@ class SteadyLoad:
                     else:
                         self.failures.append(f"{check.method} {check.path}: {error}")
                         connection.close()
+                # Pacing, not waiting: it keeps the load steady and bounded.
                 time.sleep(self.pause)
         finally:
             connection.close()

@@ -29,6 +29,7 @@ __all__ = [
     "listening",
     "prepared_sites",
     "request",
+    "sleeping",
     "wait_until",
 ]
 
@@ -170,6 +171,20 @@ def listening(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def sleeping(pid: int) -> bool:
+    """
+    Whether a thread of process C{pid} is inside C{time.sleep} (a slow view
+    running, or a slow import), as the kernel tells by its wait channel.
+    """
+    for wchan in Path(f"/proc/{pid}/task").glob("*/wchan"):
+        try:
+            if "nanosleep" in wchan.read_text():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def alive(pid: int) -> bool:

@@ -32,7 +32,14 @@ from typing import Any, ClassVar
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import REPO, Txrouter, prepared_sites, request, wait_until
+from tests.support import (
+    REPO,
+    Txrouter,
+    prepared_sites,
+    request,
+    sleeping,
+    wait_until,
+)
 from txrouter.config import DjangoRoute, load_config
 
 pytestmark = pytest.mark.e2e
@@ -869,7 +876,10 @@ routes:
         slow = [_in_thread(server.port, p) for p in ("/slow/?s=25", "/wiki/slow/?s=25")]
         for thread, _ in slow:
             self.addCleanup(thread.join, 30)
-        time.sleep(0.5)  # both views are running
+        wait_until(
+            lambda: all(sleeping(pid) for pid in [server.pid, *workers]),
+            "both slow views to be running",
+        )
         started = time.monotonic()
         server.terminate()
         wait_until(lambda: _gone(server.pid), "the router to exit", timeout=15)
@@ -929,7 +939,7 @@ routes:
         wait_until(lambda: _workers_of(server.pid), "the worker to start")
         workers = _workers_of(server.pid)
         self.addCleanup(_kill_leftovers, workers)
-        time.sleep(0.5)  # well into the worker's import
+        wait_until(lambda: all(sleeping(pid) for pid in workers), "the worker's import")
         os.kill(server.pid, signal.SIGKILL)
         wait_until(lambda: _gone(server.pid), "the router to die", timeout=10)
         wait_until(

@@ -100,12 +100,16 @@ class Router(Resource):
         name = host.rpartition(b":")[0] if host.rfind(b"]") < host.rfind(b":") else host
         key, table = self._named_table(name)
         segments = [unquote(s) for s in path.partition(b"?")[0].split(b"/")[1:]]
-        for depth in range(min(len(segments), self._deepest), -1, -1):
-            if tuple(segments[:depth]) in table:
-                return self._max_body.get((key, tuple(segments[:depth])))
-        return None
+        depth = self._longest(table, segments)
+        if depth is None:
+            return None
+        return self._max_body.get((key, tuple(segments[:depth])))
 
     def _named_table(self, host: bytes) -> tuple[str, _Table]:
+        """
+        The route table for a C{Host} name (port already removed), and the
+        key it has in the routes file (C{""} for the default host).
+        """
         host = host.lower().rstrip(b".")
         if host in self._exact:
             return host.decode("ascii"), self._exact[host]
@@ -118,14 +122,16 @@ class Router(Resource):
         """
         @return: the route table for a C{Host} name (port already removed).
         """
-        host = host.lower().rstrip(b".")
-        table = self._exact.get(host)
-        if table is not None:
-            return table
-        for suffix, table in self._wildcards:
-            if host.endswith(suffix) and len(host) > len(suffix):
-                return table
-        return self._default
+        return self._named_table(host)[1]
+
+    def _longest(self, table: _Table, segments: list[bytes]) -> int | None:
+        """
+        How many of C{segments} the longest matching prefix has, or L{None}.
+        """
+        for depth in range(min(len(segments), self._deepest), -1, -1):
+            if tuple(segments[:depth]) in table:
+                return depth
+        return None
 
     def getChildWithDefault(self, name: bytes, request: Any) -> IResource:
         # Twisted has moved the first segment to prepath; take the whole
@@ -135,15 +141,14 @@ class Router(Resource):
             table = self.table_for(request.getRequestHostname())
         else:
             table = self._default
-        for depth in range(min(len(segments), self._deepest), -1, -1):
-            found = table.get(tuple(segments[:depth]))
-            if found is not None:
-                request.prepath = segments[:depth]
-                request.postpath = segments[depth:]
-                if not request.postpath:
-                    return _ADD_SLASH
-                return found
-        return _NO_ROUTE
+        depth = self._longest(table, segments)
+        if depth is None:
+            return _NO_ROUTE
+        request.prepath = segments[:depth]
+        request.postpath = segments[depth:]
+        if not request.postpath:
+            return _ADD_SLASH
+        return table[tuple(segments[:depth])]
 
     def render(self, request: Any) -> bytes:
         # Only reached when the path has no segment at all.

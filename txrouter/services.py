@@ -90,24 +90,22 @@ class StopDeadline:
     def start(self) -> None:
         self._at = self._clock.seconds() + self.drain_timeout
 
-    def left(self) -> float:
+    def left(self, margin: float = 0.0) -> float:
         """
-        Seconds until the deadline (C{drain_timeout} before the stop).
+        Seconds until the deadline plus C{margin} (C{drain_timeout} plus
+        C{margin} before the stop begins).
         """
         if self._at is None:
-            return self.drain_timeout
+            return self.drain_timeout + margin
         now: float = self._clock.seconds()
-        return max(0.0, self._at - now)
+        return max(0.0, self._at + margin - now)
 
     def left_with_margin(self) -> float:
         """
-        Seconds until the deadline plus L{margin}: one margin for all the
-        stages after the drain together, not one each.
+        L{left} plus L{margin}: one margin for all the stages after the
+        drain together, not one each.
         """
-        if self._at is None:
-            return self.drain_timeout + self.margin
-        now: float = self._clock.seconds()
-        return max(0.0, self._at + self.margin - now)
+        return self.left(self.margin)
 
 
 class ListenerService(StreamServerEndpointService):
