@@ -30,6 +30,7 @@ from tests.support import REPO
 from txrouter import kinds
 from txrouter.assembly import build_service, make_engines
 from txrouter.build import build_table
+from txrouter.bulkhead import BulkheadResource
 from txrouter.config import Config, load_config
 from txrouter.errors import AppLoadError, ConfigError
 from txrouter.kinds import KINDS, Built, RouteKind
@@ -140,7 +141,11 @@ class RouteTableTests(SynchronousTestCase):
         self.assertEqual((files.workers, files.upstreams), (None, None))
         self.assertIsInstance(routes[RouteKey("", "/old/")].built.resource, Redirect)
         api = routes[RouteKey("", "/api/")]
-        self.assertIsInstance(api.built.resource, ProxyResource)
+        self.assertIsInstance(api.built.resource, BulkheadResource)
+        self.assertIsInstance(
+            api.built.resource.inner,  # type: ignore[attr-defined]
+            ProxyResource,
+        )
         self.assertIsNotNone(api.upstreams)
         there = routes[RouteKey("", "/there/")]
         self.assertIsNotNone(there.workers)
@@ -149,15 +154,21 @@ class RouteTableTests(SynchronousTestCase):
         self.assertIs(routed(self.table, b"/api/x"), api.built.resource)
         self.assertIs(routed(self.table, b"/there/x"), there.built.resource)
 
-    def test_one_resource_per_app(self) -> None:
+    def test_one_app_own_bulkheads(self) -> None:
         """
-        An in-process application mounted by two routes is loaded once and
-        served by one resource.
+        An in-process application mounted by two routes is loaded once;
+        each route has its own bulkhead in front of it.
         """
         here = self.table.routes[RouteKey("", "/here/")].built.resource
         shop = self.table.routes[RouteKey("shop.example.com", "/here/")].built.resource
-        self.assertIsInstance(here, WSGIResource)
-        self.assertIs(here, shop)
+        assert isinstance(here, BulkheadResource)
+        assert isinstance(shop, BulkheadResource)
+        self.assertIsInstance(here.inner, WSGIResource)
+        self.assertIs(
+            here.inner._application,  # type: ignore[attr-defined]
+            shop.inner._application,  # type: ignore[attr-defined]
+        )
+        self.assertIsNot(here.bulkhead, shop.bulkhead)
 
     def test_immutable(self) -> None:
         """

@@ -34,6 +34,7 @@ from txrouter.djangoproject import default_settings_module
 from txrouter.endpointstrings import ListenAddress, listen_address, split_endpoint
 from txrouter.errors import ConfigError, Problem
 from txrouter.limits import Limits
+from txrouter.routespec import Admission
 from txrouter.yamlsource import MAX_DEPTH, LocatedDict, LocatedList, TooDeep, load_yaml
 
 pytestmark = pytest.mark.unit
@@ -1775,3 +1776,61 @@ class LimitsTests(SynchronousTestCase):
             "'max_body' is an option of django and wsgi and proxy routes, not static",
             found[(9, "routes['/'].max_body")],
         )
+
+
+class BulkheadOptionTests(SynchronousTestCase):
+    """
+    A route's C{max_concurrent}, C{queue} and (application kinds) C{timeout}.
+    """
+
+    def test_values_and_defaults(self) -> None:
+        """
+        Set values are kept; unset ones are the documented defaults.
+        """
+        root = make_site(self)
+        config = load_config(
+            write_routes(
+                root,
+                """
+                listen: tcp:8080
+                routes:
+                  /up/: {wsgi: "hello:app", path: hello, max_concurrent: 3,
+                         queue: 0, timeout: 2.5}
+                  /api/: {proxy: "http://127.0.0.1:9000/", queue: 10}
+                  /other/: {wsgi: "hello:app", path: hello}
+                """,
+            )
+        )
+        up, api, other = (config.tables[""][p] for p in ("/up/", "/api/", "/other/"))
+        self.assertEqual(up.admission, Admission(3, 0))  # type: ignore[attr-defined]
+        self.assertEqual(up.timeout, 2.5)  # type: ignore[attr-defined]
+        self.assertEqual(api.admission, Admission(None, 10))  # type: ignore[attr-defined]
+        self.assertEqual(other.admission, Admission(None, 1000))  # type: ignore[attr-defined]
+        self.assertEqual(other.timeout, 60.0)  # type: ignore[attr-defined]
+
+    def test_problems(self) -> None:
+        """
+        A zero or fractional C{max_concurrent}, a negative C{queue}, a zero
+        C{timeout} and C{queue} on a static route are each reported.
+        """
+        root = make_site(self)
+        path = write_routes(
+            root,
+            """
+            listen: tcp:8080
+            routes:
+              /a/: {wsgi: "hello:app", path: hello, max_concurrent: 0}
+              /b/: {wsgi: "hello:app", path: hello, max_concurrent: 1.5}
+              /c/: {proxy: "http://127.0.0.1:9000/", queue: -1}
+              /d/: {wsgi: "hello:app", path: hello, timeout: 0}
+              /: {static: pub, queue: 5}
+            """,
+        )
+        found = {(p.line, p.where): p.message for p in problems_of(self, path)}
+        self.assertIn("must be >= 1", found[(3, "routes['/a/'].max_concurrent")])
+        self.assertIn(
+            "expected a whole number", found[(4, "routes['/b/'].max_concurrent")]
+        )
+        self.assertIn("must be >= 0", found[(5, "routes['/c/'].queue")])
+        self.assertIn("must be >= 0.001", found[(6, "routes['/d/'].timeout")])
+        self.assertIn("not static", found[(7, "routes['/'].queue")])

@@ -31,7 +31,7 @@ routes:
   {django_prefix}: {{django: {sites / "blog"}}}
   /files/: {{static: {sites / "files"}, cache: 60}}
   /old/: {{redirect: /files/, status: 301}}
-  /probe/: {{wsgi: "probe:application", path: {APPS}}}
+  /probe/: {{wsgi: "probe:application", path: {APPS}, max_concurrent: 12}}
 {extra}"""
 
 

@@ -11,6 +11,7 @@ no real time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
@@ -31,10 +32,18 @@ from twisted.web.server import Request, Site
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
 
+from txrouter.bulkhead import Bulkhead, BulkheadResource
+from txrouter.errorpage import error_page
 from txrouter.forwarding import TrustedProxies
-from txrouter.proxy import ProxyResource, ProxySettings, error_page
+from txrouter.proxy import ProxyResource, ProxySettings
 from txrouter.proxyclient import ProxyClient
-from txrouter.upstream import DOWN_FOR, Upstream, UpstreamGroup, endpoint_for
+from txrouter.upstream import (
+    DOWN_FOR,
+    STUCK_AFTER,
+    Upstream,
+    UpstreamGroup,
+    endpoint_for,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -222,6 +231,7 @@ class World:
         preserve_host: bool = True,
         trusted: tuple[str, ...] = (),
         prefix: bytes | None = b"api",
+        stuck: Callable[[Upstream], None] | None = None,
     ) -> None:
         self.reactor = MemoryReactorClock()
         self.endpoints = {name: FakeEndpoint(self.reactor) for name in names}
@@ -234,7 +244,7 @@ class World:
             )
             for name, endpoint in self.endpoints.items()
         }
-        self.group = UpstreamGroup(self.reactor, list(self.upstreams.values()))
+        self.group = UpstreamGroup(self.reactor, list(self.upstreams.values()), stuck)
         self.settings = ProxySettings(
             name=ROUTE,
             timeout=timeout,
@@ -799,6 +809,29 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(world.in_flight(), {"a": 0})
         self.assertEqual(world.upstreams["a"].down_until, 0.0)
 
+    def test_stuck_after_timeouts_in_a_row(self) -> None:
+        """
+        An upstream that leaves C{STUCK_AFTER} requests in a row unanswered
+        is reported stuck (a worker is then restarted); an answer in
+        between starts the count again.
+        """
+        stuck: list[Upstream] = []
+        world = World(self, timeout=30, stuck=stuck.append)
+        for _ in range(STUCK_AFTER - 1):
+            world.request(get(b"/api/x"))
+            world.reactor.advance(30)
+        client = world.request(get(b"/api/x"))
+        world.upstream(index=STUCK_AFTER - 1).respond(OK)
+        self.assertEqual(client.response()[2], b"ok")
+        for _ in range(STUCK_AFTER - 1):
+            world.request(get(b"/api/x"))
+            world.reactor.advance(30)
+        self.assertEqual(stuck, [])
+        world.request(get(b"/api/x"))
+        world.reactor.advance(30)
+        self.assertEqual(stuck, [world.upstreams["a"]])
+        self.assertEqual(world.upstreams["a"].timeouts, 0)
+
     def test_timeout_starts_after_upload(self) -> None:
         """
         An upload that takes longer than C{timeout} but keeps moving is not
@@ -960,6 +993,35 @@ class FailureTests(SynchronousTestCase):
             self.assertIn(b"path is not valid", body)
             self.assertEqual(world.endpoints["a"].attempts, 0, f"for {uri!r}")
             self.assertEqual(world.in_flight(), {"a": 0})
+
+
+class BulkheadTests(SynchronousTestCase):
+    """
+    A proxy route behind a bulkhead holds a slot from the moment it is
+    admitted until its client is answered or gone.
+    """
+
+    def test_slot_held_until_answered(self) -> None:
+        """
+        With one slot, a second request waits until the first is answered,
+        then goes upstream; a client gone frees its slot too.
+        """
+        world = World(self)
+        bulkhead = Bulkhead(world.reactor, ROUTE, 1, 1, 30.0)
+        world.site.resource.putChild(
+            b"limited", BulkheadResource(world.resource, bulkhead)
+        )
+        first = world.request(get(b"/limited/1"))
+        second = world.request(get(b"/limited/2"))
+        self.assertEqual((bulkhead.active, bulkhead.waiting), (1, 1))
+        self.assertEqual(len(world.endpoints["a"].connections), 1)
+        world.upstream().respond(OK)
+        self.assertEqual(first.response()[2], b"ok")
+        self.assertEqual((bulkhead.active, bulkhead.waiting), (1, 0))
+        self.assertIn(b"GET /v1/2 HTTP/1.1", world.upstream().received())
+        second.disconnect()
+        self.assertEqual((bulkhead.active, bulkhead.waiting), (0, 0))
+        self.assertEqual(world.in_flight(), {"a": 0})
 
 
 class ClientGoneTests(SynchronousTestCase):

@@ -958,3 +958,130 @@ class ContentLengthTests(WSGITestCase):
         self.assertEqual(response.status, b"HTTP/1.1 500 Internal Server Error")
         self.assertNotIn(b"evil", exchange.raw())
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
+class HeldPool:
+    """
+    A thread pool that keeps each call until the test runs it, as a pool
+    whose threads are all busy (or stuck in the application) would.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[Callable[[], Any]] = []
+
+    def callInThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        self.calls.append(lambda: f(*args, **kw))
+
+
+class TimeoutTests(SynchronousTestCase):
+    """
+    A route's C{timeout}: an application that has not started its answer
+    in time gets its client a 504, and its thread is left to finish,
+    holding its slot until then.
+    """
+
+    def setUp(self) -> None:
+        self.exchange = Exchange()
+        self.reactor = ImmediateReactor()
+        self.pool = HeldPool()
+        self.released: list[str] = []
+        self.resource = WSGIResource(
+            self.reactor,
+            self.pool,
+            simple_app([b"late"], length(b"late")),
+            timeout=5.0,
+        )
+        self.resource.serve(self.exchange.request, lambda: self.released.append("x"))
+
+    def test_too_slow(self) -> None:
+        """
+        At C{timeout}, the client gets a 504 saying the application did not
+        answer; the thread still counts, and holds its slot.
+        """
+        self.reactor.advance(4.9)
+        self.assertEqual(self.exchange.raw(), b"")
+        self.reactor.advance(0.1)
+        response = self.exchange.response()
+        self.assertEqual(response.status[:12], b"HTTP/1.1 504")
+        self.assertIn(b"application did not answer in time", response.body)
+        self.assertEqual(self.exchange.outcome, ["finished"])
+        self.assertEqual((self.resource.abandoned, self.released), (1, []))
+
+    def test_thread_finishes_after_504(self) -> None:
+        """
+        When the application's thread is done, its late answer is dropped,
+        the slot is released once and the thread no longer counts.
+        """
+        self.reactor.advance(5.0)
+        sent = self.exchange.raw()
+        self.pool.calls.pop()()
+        self.assertEqual(self.exchange.raw(), sent)
+        self.assertEqual((self.resource.abandoned, self.released), (0, ["x"]))
+        self.assertEqual(self.exchange.request.finish_calls, 1)
+
+    def test_answer_in_time(self) -> None:
+        """
+        An answer within C{timeout} is sent as usual, the timer is gone and
+        the slot released once.
+        """
+        self.reactor.advance(4.0)
+        self.pool.calls.pop()()
+        self.assertEqual(self.exchange.response().body, b"late")
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual((self.resource.abandoned, self.released), (0, ["x"]))
+
+    def test_streaming_answer_started_in_time(self) -> None:
+        """
+        Once the answer has started, the timeout no longer applies, however
+        long the body takes.
+        """
+        reactor = ImmediateReactor()
+        resource = WSGIResource(
+            reactor, FakePool(), simple_app(iter([b"a", b"b"]), []), 5.0
+        )
+        exchange = Exchange()
+        resource.serve(exchange.request, lambda: None)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+        self.assertEqual(exchange.response().body, b"ab")
+
+    def test_error_releases(self) -> None:
+        """
+        An application error releases the slot too.
+        """
+
+        def failing(environ: dict[str, Any], start_response: StartResponse) -> Any:
+            raise Boom()
+
+        resource = WSGIResource(self.reactor, FakePool(), failing, 5.0)
+        released: list[bool] = []
+        exchange = Exchange()
+        resource.serve(exchange.request, lambda: released.append(True))
+        self.assertEqual(exchange.response().status[:12], b"HTTP/1.1 500")
+        self.assertEqual(released, [True])
+        self.assertEqual(len(self.flushLoggedErrors(Boom)), 1)
+
+
+class FileWrapperTests(WSGITestCase):
+    """
+    The environ's C{wsgi.file_wrapper}: a file body sent in large blocks,
+    and closed.
+    """
+
+    def test_file_in_large_blocks(self) -> None:
+        """
+        A 600 KiB file wrapped with Django's block size (4 KiB) is sent
+        whole in three hand-offs of at most 256 KiB, then closed.
+        """
+        data = bytes(range(256)) * (600 * 4)
+        opened = BytesIO(data)
+
+        def app(environ: dict[str, Any], start_response: StartResponse) -> Any:
+            start_response("200 OK", length(data))
+            return environ["wsgi.file_wrapper"](opened, 4096)
+
+        exchange = self.exchange()
+        exchange.serve(app)
+        self.assertEqual(exchange.response().body, data)
+        writes = [h for h in exchange.reactor.hand_offs if h.waited]
+        self.assertEqual(len(writes), 3)
+        self.assertTrue(opened.closed)

@@ -13,6 +13,7 @@ not be made is retried on the route's next upstream (nothing was sent yet).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from txrouter.errorpage import error_page
 from txrouter.forwarding import (
     Forwarding,
     TrustedProxies,
@@ -36,7 +38,7 @@ from txrouter.http1client import HTTP1Connection
 from txrouter.proxyclient import ProxyClient
 from txrouter.upstream import Upstream, UpstreamGroup
 
-__all__ = ["ProxyResource", "ProxySettings", "error_page"]
+__all__ = ["ProxyResource", "ProxySettings"]
 
 _log = Logger()
 
@@ -47,31 +49,6 @@ _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 # Methods that may be sent again when a reused connection turned out to be
 # closed by the upstream before it answered (RFC 9110 section 9.2.2).
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-
-_PAGES = {
-    400: b"400 Bad Request: the path is not valid.\n",
-    502: b"502 Bad Gateway: the upstream server could not be reached or "
-    b"gave an invalid response.\n",
-    503: b"503 Service Unavailable: no server for this address is up yet; "
-    b"try again shortly.\n",
-    504: b"504 Gateway Timeout: the upstream server did not answer in time.\n",
-}
-
-
-def error_page(request: Any, code: int, retry_after: int | None = None) -> None:
-    """
-    Finish C{request} with a short plain-text error page.
-    """
-    body = _PAGES[code]
-    request.setResponseCode(code)
-    request.responseHeaders.setRawHeaders(
-        b"content-type", [b"text/plain; charset=utf-8"]
-    )
-    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
-    if retry_after is not None:
-        request.responseHeaders.setRawHeaders(b"retry-after", [b"%d" % retry_after])
-    request.write(body)
-    request.finish()
 
 
 @dataclass(frozen=True)
@@ -121,8 +98,15 @@ class ProxyResource(Resource):
         self.settings = settings
 
     def render(self, request: Any) -> int:
-        _Exchange(self, request).start()
+        _Exchange(self, request, None).start()
         return NOT_DONE_YET
+
+    def serve(self, request: Any, release: Callable[[], None]) -> None:
+        """
+        Forward C{request}; call C{release} once it is over (answered, or
+        its client gone). See L{txrouter.bulkhead.Admitted}.
+        """
+        _Exchange(self, request, release).start()
 
 
 def _forwarding(request: Any, settings: ProxySettings) -> Forwarding:
@@ -157,9 +141,15 @@ class _Exchange:
     (L{txrouter.http1client.ResponseReceiver}) and relays it.
     """
 
-    def __init__(self, resource: ProxyResource, request: Any) -> None:
+    def __init__(
+        self,
+        resource: ProxyResource,
+        request: Any,
+        release: Callable[[], None] | None,
+    ) -> None:
         self.resource = resource
         self.request = request
+        self.release_slot = release
         self.tried: list[Upstream] = []
         self.upstream: Upstream | None = None
         self.pending: Deferred[Any] | None = None
@@ -172,7 +162,9 @@ class _Exchange:
 
     def start(self) -> None:
         request = self.request
-        request.notifyFinish().addErrback(self._client_lost)
+        finished = request.notifyFinish().addErrback(self._client_lost)
+        if self.release_slot is not None:
+            finished.addCallback(self._over)
         raw_path, _, query = request.uri.partition(b"?")
         rest = raw_path.split(b"/")[1 + len(request.prepath) :]
         try:
@@ -188,6 +180,10 @@ class _Exchange:
         if settings.worker_token is None:
             self.forwarding = _forwarding(request, settings)
         self._attempt()
+
+    def _over(self, ignored: object) -> None:
+        assert self.release_slot is not None
+        self.release_slot()
 
     # -- choosing an upstream and a connection
 
@@ -298,6 +294,8 @@ class _Exchange:
             self.connection.abort()
             self.connection = None
         self._release()
+        if upstream is not None:
+            self.resource.group.timed_out(upstream)
         if self.client_gone:
             return
         _log.warn(
@@ -321,6 +319,8 @@ class _Exchange:
     ) -> None:
         self._stop_timer()
         self.started = True
+        if self.upstream is not None:
+            self.upstream.timeouts = 0
         request = self.request
         request.setResponseCode(status, reason)
         # The upstream's headers, and nothing of Twisted's defaults: no

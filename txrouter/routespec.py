@@ -1,6 +1,7 @@
 """
 The small values every route kind shares: where a route was declared
-(L{Origin}) and the size of a thread pool (L{Threads}).
+(L{Origin}), the size of a thread pool (L{Threads}) and a route's share
+of the router (L{Admission}).
 
 Each route remembers its L{Origin} so that errors found later (an import
 that fails at start, say) still point at the line that asked for it. The
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Origin", "Threads"]
+__all__ = ["Admission", "Origin", "Threads"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,18 @@ class Threads:
 
     min: int = 2
     max: int = 8
+
+
+@dataclass(frozen=True)
+class Admission:
+    """
+    How many requests a route serves at once (L{None}: its kind's default,
+    see L{txrouter.kinds.application}) and how many more may wait for a
+    slot; the rest get 503 (see L{txrouter.bulkhead}).
+    """
+
+    max_concurrent: int | None = None
+    queue: int = 1000
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ connections is marked down for a while (passive health checking).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,10 +22,13 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
-__all__ = ["Upstream", "UpstreamGroup", "endpoint_for"]
+__all__ = ["STUCK_AFTER", "Upstream", "UpstreamGroup", "endpoint_for"]
 
 #: Seconds an upstream that refused a connection is left out.
 DOWN_FOR = 10.0
+
+#: Requests in a row without an answer in time that make an upstream stuck.
+STUCK_AFTER = 3
 
 
 def endpoint_for(
@@ -77,6 +80,7 @@ class Upstream:
     @ivar base: its base path, ending with C{/}.
     @ivar in_flight: requests sent to it and not yet answered.
     @ivar down_until: reactor time until which it is left out.
+    @ivar timeouts: requests in a row it left unanswered in time.
     @ivar ready: whether it may be used at all (a worker process that is
         starting, or has died, is not).
     """
@@ -97,6 +101,7 @@ class Upstream:
         self.in_flight = 0
         self.down_until = 0.0
         self.ready = True
+        self.timeouts = 0
 
     @classmethod
     def from_url(
@@ -117,10 +122,21 @@ class UpstreamGroup:
     The upstreams of one route, and the choice between them.
     """
 
-    def __init__(self, clock: IReactorTime, members: Sequence[Upstream]) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        members: Sequence[Upstream],
+        stuck: Callable[[Upstream], None] | None = None,
+    ) -> None:
+        """
+        @param stuck: called with a member that left L{STUCK_AFTER}
+            requests in a row unanswered within the route's timeout (a
+            worker process is then restarted).
+        """
         self._clock = clock
         self.members = list(members)
         self._turn = itertools.count()
+        self._stuck = stuck
 
     def choose(self, exclude: Sequence[Upstream] = ()) -> Upstream | None:
         """
@@ -153,3 +169,13 @@ class UpstreamGroup:
         Leave C{upstream} out for L{DOWN_FOR} seconds.
         """
         upstream.down_until = self._clock.seconds() + DOWN_FOR
+
+    def timed_out(self, upstream: Upstream) -> None:
+        """
+        C{upstream} sent no answer within the route's timeout; an answer
+        sets its count back to 0 (L{Upstream.timeouts}).
+        """
+        upstream.timeouts += 1
+        if upstream.timeouts >= STUCK_AFTER and self._stuck is not None:
+            upstream.timeouts = 0
+            self._stuck(upstream)

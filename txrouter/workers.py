@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.runner.procmon import ProcessMonitor
 
 from txrouter.routespec import Origin, Threads
-from txrouter.upstream import Upstream, UpstreamGroup
+from txrouter.upstream import STUCK_AFTER, Upstream, UpstreamGroup
 
 __all__ = ["AppRoute", "WorkerMonitor", "WorkerSet", "WorkerStartError"]
 
@@ -163,6 +163,8 @@ class AppRoute(Protocol):
     def threads(self) -> Threads: ...
     @property
     def env(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def timeout(self) -> float: ...
 
 
 class _Probe(_Protocol):
@@ -252,7 +254,7 @@ class WorkerSet:
             # Watched first: a running monitor starts the process at once.
             monitor.watchers[name] = self._changed
             monitor.addProcess(name, args, env=env, cwd=cwd)
-        self.group = UpstreamGroup(reactor, members)
+        self.group = UpstreamGroup(reactor, members, self._stuck)
 
     @property
     def names(self) -> list[str]:
@@ -303,6 +305,23 @@ class WorkerSet:
         self._fail_waiting("the workers were stopped")
         exits = [self._monitor.retire(name) for name in self._by_name]
         return DeferredList(exits, consumeErrors=True).addCallback(lambda _: None)
+
+    def _stuck(self, upstream: Upstream) -> None:
+        """
+        A worker keeps leaving requests unanswered: its threads are likely
+        all stuck, so take it out of the rotation and restart it.
+        """
+        name = upstream.name
+        if name not in self._monitor.protocols:
+            return
+        _log.warn(
+            "{name} left {count} requests in a row unanswered within the "
+            "route's timeout; restarting it",
+            name=name,
+            count=STUCK_AFTER,
+        )
+        upstream.ready = False
+        self._monitor.stopProcess(name)
 
     def _fail_waiting(self, why: str) -> None:
         waiting, self._waiting = self._waiting, []

@@ -30,6 +30,7 @@ L{_Response.__init__}).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from operator import length_hint
 from sys import exc_info
 from threading import Event
@@ -43,7 +44,9 @@ from twisted.web.http import INTERNAL_SERVER_ERROR
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-__all__ = ["SERVER_SOFTWARE", "WSGIResource"]
+from txrouter.errorpage import TOO_SLOW, error_page
+
+__all__ = ["SERVER_SOFTWARE", "FileWrapper", "WSGIResource"]
 
 _NEWLINE = re.compile(r"[\r\n]")
 
@@ -65,11 +68,23 @@ class _Response(wsgi._WSGIResponse):
     # Bytes the application's Content-Length still allows, when it set one.
     _left: int | None = None
 
+    # Set when the client was answered 504 while the thread went on.
+    _abandoned = False
+    _timer: Any = None
+
     def __init__(
-        self, reactor: Any, threadpool: Any, application: Any, request: Any
+        self,
+        resource: WSGIResource,
+        request: Any,
+        release: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(reactor, threadpool, application, request)
+        super().__init__(
+            resource._reactor, resource._threadpool, resource._application, request
+        )
+        self._resource = resource
+        self._release = release
         environ: dict[str, Any] = self.environ
+        environ["wsgi.file_wrapper"] = FileWrapper
         # Twisted copies every header to HTTP_*, these two as well; PEP 3333
         # has them only as CONTENT_TYPE and CONTENT_LENGTH (wsgiref.validate
         # refuses them).
@@ -88,6 +103,59 @@ class _Response(wsgi._WSGIResponse):
             content.seek(0, 2)
             environ["CONTENT_LENGTH"] = str(content.tell())
             content.seek(0)
+
+    def start(self) -> None:
+        timeout = self._resource.timeout
+        if timeout is not None:
+            self._timer = self.reactor.callLater(timeout, self._too_slow)
+        super().start()
+
+    def _answering(self) -> None:
+        """
+        The application's answer (or error) reached the reactor.
+        """
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def _too_slow(self) -> None:
+        """
+        The application has not started its answer within the route's
+        timeout: answer 504; its thread cannot be stopped, so it is left to
+        finish, and its slot with it.
+        """
+        self._timer = None
+        if self._requestFinished:
+            return
+        resource = self._resource
+        resource.abandoned += 1
+        self._abandoned = True
+        self._unregister()
+        self._log.warn(
+            "{uri}: the application did not answer in {timeout:g}s (504); its "
+            "thread is left to finish ({count} such thread(s) now)",
+            uri=self.request.uri.decode("latin-1"),
+            timeout=resource.timeout,
+            count=resource.abandoned,
+        )
+        error_page(self.request, 504, body=TOO_SLOW)
+
+    def _thread_done(self) -> None:
+        """
+        The thread is done with the application (in the reactor thread).
+        """
+        release, self._release = self._release, None
+        if release is None:
+            return
+        if self._abandoned:
+            self._abandoned = False
+            self._resource.abandoned -= 1
+            self._log.info(
+                "{uri}: the application's thread finished after its 504",
+                uri=self.request.uri.decode("latin-1"),
+            )
+        release()
 
     # -- IPushProducer, called in the reactor thread by the client's side
 
@@ -201,6 +269,7 @@ class _Response(wsgi._WSGIResponse):
         if self._requestFinished:
             return  # the client went away while the thread waited
         if not started:
+            self._answering()
             self._sendResponseHeaders()
             self.request.registerProducer(self, True)
             self._producing = True
@@ -216,6 +285,8 @@ class _Response(wsgi._WSGIResponse):
         """
         Send what is left and finish the request (in the reactor thread).
         """
+        self._answering()
+        self._thread_done()
         if self._requestFinished:
             return  # the client went away
         try:
@@ -247,6 +318,8 @@ class _Response(wsgi._WSGIResponse):
         """
         Log an application error and end the response (in the reactor thread).
         """
+        self._answering()
+        self._thread_done()
         failure = Failure(error, kind, traceback)
         self._log.failure("WSGI application error", failure=failure)
         if not self._requestFinished:
@@ -262,8 +335,59 @@ class WSGIResource(wsgi.WSGIResource):
     """
     Twisted's L{twisted.web.wsgi.WSGIResource}, answering through
     L{_Response}.
+
+    @ivar timeout: seconds the application has to start its answer before
+        the client gets 504 (L{None}: no limit).
+    @ivar abandoned: requests answered 504 whose thread still runs.
     """
 
+    def __init__(
+        self,
+        reactor: Any,
+        threadpool: Any,
+        application: Any,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(reactor, threadpool, application)
+        self.timeout = timeout
+        self.abandoned = 0
+
     def render(self, request: Any) -> int:
-        _Response(self._reactor, self._threadpool, self._application, request).start()
+        _Response(self, request).start()
         return NOT_DONE_YET
+
+    def serve(self, request: Any, release: Callable[[], None]) -> None:
+        """
+        Serve C{request}; call C{release} once the application's thread is
+        free again. See L{txrouter.bulkhead.Admitted}.
+        """
+        _Response(self, request, release).start()
+
+
+class FileWrapper:
+    """
+    The environ's C{wsgi.file_wrapper} (PEP 3333): a file the application
+    returns as its body, read in the pool thread in large blocks with
+    back-pressure. Django's C{FileResponse} uses it.
+
+    There is no C{sendfile()}: Twisted's transports buffer writes in user
+    space (and TLS needs the bytes), so the file is read here, in blocks of
+    at least L{BLOCK} bytes, each handed to the reactor once.
+    """
+
+    #: The smallest block read: one hand-off to the reactor per block.
+    BLOCK = 256 * 1024
+
+    def __init__(self, filelike: Any, block_size: int = BLOCK) -> None:
+        self.filelike = filelike
+        self.block_size = max(block_size, self.BLOCK)
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while block := read(self.block_size):
+            yield block
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()

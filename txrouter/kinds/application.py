@@ -3,7 +3,16 @@ What the two application kinds (C{django:} and C{wsgi:}) share: the
 options that say where the application runs (C{workers}, C{threads},
 C{env}) and the two ways of serving it, in the router process on the
 shared thread pool or in worker processes of its own behind the proxy
-engine.
+engine; and what every kind that runs or forwards requests shares: its
+bulkhead (C{max_concurrent}, C{queue}) and its C{max_body}.
+
+The default C{max_concurrent} of a route:
+
+  - in process: half the shared pool's threads (rounded up), so that one
+    hung application leaves the other half to the rest;
+  - in workers: C{workers} times each worker's C{threads} maximum, as
+    many as they can run at once;
+  - proxy: 1024, as Envoy's circuit breakers.
 """
 
 from __future__ import annotations
@@ -12,12 +21,11 @@ import hashlib
 import re
 from typing import TYPE_CHECKING, Any
 
-from twisted.web.resource import IResource
-
+from txrouter.bulkhead import Admitted, Bulkhead, BulkheadResource
 from txrouter.configreader import describe
 from txrouter.kinds.contract import Built
 from txrouter.proxy import ProxyResource, ProxySettings
-from txrouter.routespec import Origin, Threads
+from txrouter.routespec import Admission, Origin, Threads
 from txrouter.workers import AppRoute, WorkerSet
 from txrouter.wsgi import WSGIResource
 from txrouter.yamlsource import LocatedDict
@@ -29,28 +37,40 @@ if TYPE_CHECKING:
     from txrouter.routetable import RouteKey
 
 __all__ = [
+    "ADMISSION_OPTIONS",
+    "APP_TIMEOUT",
     "PROCESS_OPTIONS",
-    "WORKER_TIMEOUT",
+    "PROXY_MAX_CONCURRENT",
+    "behind_bulkhead",
     "in_process",
     "in_workers",
+    "read_admission",
     "read_max_body",
     "read_process_options",
 ]
 
-#: The options of both application kinds that say where they run.
-PROCESS_OPTIONS = ("workers", "threads", "env")
+#: The options of both application kinds that say where they run, and
+#: how long they have to answer.
+PROCESS_OPTIONS = ("workers", "threads", "env", "timeout")
 
-#: Seconds a worker has to start answering a request.
-WORKER_TIMEOUT = 300.0
+#: The options of every kind with a bulkhead.
+ADMISSION_OPTIONS = ("max_concurrent", "queue", "max_body")
+
+#: Seconds an application has to start its answer (nginx's
+#: C{proxy_read_timeout}, what it had behind nginx).
+APP_TIMEOUT = 60.0
+
+#: The default C{max_concurrent} of a proxy route.
+PROXY_MAX_CONCURRENT = 1024
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def read_process_options(
     reader: ConfigReader, spec: LocatedDict, origin: Origin, workers_default: int
-) -> tuple[int, Threads, tuple[tuple[str, str], ...]]:
+) -> tuple[int, Threads, tuple[tuple[str, str], ...], float]:
     """
-    Read C{workers}, C{threads} and C{env}.
+    Read C{workers}, C{threads}, C{env} and C{timeout}.
     """
     workers = int(
         reader.number(
@@ -58,7 +78,51 @@ def read_process_options(
         )
     )
     threads = reader.threads(spec, "threads", f"{origin.where}.threads")
-    return workers, threads, _env(reader, spec, origin)
+    timeout = reader.number(
+        spec, "timeout", f"{origin.where}.timeout", APP_TIMEOUT, 0.001
+    )
+    return workers, threads, _env(reader, spec, origin), timeout
+
+
+def read_admission(
+    reader: ConfigReader, spec: LocatedDict, origin: Origin
+) -> Admission:
+    """
+    Read C{max_concurrent} and C{queue}.
+    """
+    default = Admission()
+    max_concurrent = None
+    if "max_concurrent" in spec:
+        where = f"{origin.where}.max_concurrent"
+        max_concurrent = int(reader.number(spec, "max_concurrent", where, 1, 1, True))
+    queue = reader.number(
+        spec, "queue", f"{origin.where}.queue", default.queue, 0, True
+    )
+    return Admission(max_concurrent, int(queue))
+
+
+def behind_bulkhead(
+    builder: Builder,
+    route: Any,
+    resource: Admitted,
+    max_concurrent: int,
+    wait: float,
+) -> BulkheadResource:
+    """
+    Put a route's resource behind a bulkhead of its own.
+
+    @param max_concurrent: the kind's default, if the route sets none.
+    @param wait: seconds a request may wait for a slot.
+    """
+    admission: Admission = route.admission
+    bulkhead = Bulkhead(
+        builder.engines.reactor,
+        str(route.origin),
+        admission.max_concurrent or max_concurrent,
+        admission.queue,
+        wait,
+    )
+    return BulkheadResource(resource, bulkhead)
 
 
 def read_max_body(
@@ -102,19 +166,18 @@ def _env(
     return tuple(pairs)
 
 
-def in_process(builder: Builder, app_key: Any, load: Any) -> Built:
+def in_process(builder: Builder, route: Any, app_key: Any, load: Any) -> Built:
     """
-    Serve an application in the router process, on the shared pool; one
-    C{WSGIResource} per application, however many routes mount it.
+    Serve an application in the router process, on the shared pool; loaded
+    once, however many routes mount it.
 
     @param load: called once per application to get its WSGI callable.
     """
     engines = builder.engines
-
-    def make() -> IResource:
-        return WSGIResource(engines.reactor, engines.pool, load())
-
-    return Built(builder.shared(app_key, make))
+    application = builder.shared(app_key, load)
+    resource = WSGIResource(engines.reactor, engines.pool, application, route.timeout)
+    slots = -(-engines.pool.max // 2)
+    return Built(behind_bulkhead(builder, route, resource, slots, route.timeout))
 
 
 def in_workers(
@@ -143,12 +206,14 @@ def in_workers(
     )
     settings = ProxySettings(
         name=str(route.origin),
-        timeout=WORKER_TIMEOUT,
+        timeout=route.timeout,
         preserve_host=True,
         trusted=engines.trusted,
         worker_token=workers.token,
     )
-    resource = ProxyResource(engines.reactor, engines.client, workers.group, settings)
+    proxy = ProxyResource(engines.reactor, engines.client, workers.group, settings)
+    slots = route.workers * route.threads.max
+    resource = behind_bulkhead(builder, route, proxy, slots, route.timeout)
     return Built(resource, workers=workers, upstreams=workers.group, mounts=mounts)
 
 

@@ -29,14 +29,17 @@ from txrouter.djangoproject import (
     load_django,
 )
 from txrouter.kinds.application import (
+    ADMISSION_OPTIONS,
+    APP_TIMEOUT,
     PROCESS_OPTIONS,
     in_process,
     in_workers,
+    read_admission,
     read_max_body,
     read_process_options,
 )
 from txrouter.kinds.contract import Built, RouteKind
-from txrouter.routespec import Origin, Threads
+from txrouter.routespec import Admission, Origin, Threads
 
 if TYPE_CHECKING:
     from txrouter.build import Builder
@@ -67,6 +70,8 @@ class DjangoRoute:
     workers: int
     threads: Threads = field(default_factory=Threads)
     env: tuple[tuple[str, str], ...] = ()
+    timeout: float = APP_TIMEOUT
+    admission: Admission = field(default_factory=Admission)
     max_body: int | None = None
 
 
@@ -75,7 +80,7 @@ def read(
 ) -> DjangoRoute | None:
     project = reader.directory(spec, "django", f"{origin.where}.django")
     settings = spec.get("settings")
-    workers, threads, env = read_process_options(reader, spec, origin, _UNSET)
+    workers, threads, env, timeout = read_process_options(reader, spec, origin, _UNSET)
     if settings is not None:
         if not isinstance(settings, str) or not MODULE_NAME.match(settings):
             reader.problem(
@@ -97,9 +102,17 @@ def read(
             )
     if project is None or settings is None:
         return None
-    max_body = read_max_body(reader, spec, origin)
     return DjangoRoute(
-        prefix, origin, project, settings, workers, threads, env, max_body
+        prefix,
+        origin,
+        project,
+        settings,
+        workers,
+        threads,
+        env,
+        timeout,
+        read_admission(reader, spec, origin),
+        read_max_body(reader, spec, origin),
     )
 
 
@@ -152,7 +165,7 @@ def build(route: DjangoRoute, key: RouteKey, builder: Builder) -> Built:
         loaded.append(django.mounts)
         return django.application
 
-    built = in_process(builder, ("django", route.project, route.settings), load)
+    built = in_process(builder, route, ("django", route.project, route.settings), load)
     # The first route of the project got its mounts while loading it; the
     # others (the same project under another prefix) read them now.
     mounts = loaded[0] if loaded else tuple(file_mounts(route.settings, route.prefix))
@@ -199,5 +212,5 @@ def _describe(route: DjangoRoute, builder: Builder) -> tuple[FileMount, ...]:
 
 
 KIND = RouteKind(
-    "django", ("settings", *PROCESS_OPTIONS, "max_body"), read, build, settle
+    "django", ("settings", *PROCESS_OPTIONS, *ADMISSION_OPTIONS), read, build, settle
 )

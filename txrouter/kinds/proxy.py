@@ -9,15 +9,21 @@ proxy engine (L{txrouter.proxy}).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from txrouter.configreader import describe
-from txrouter.kinds.application import read_max_body
+from txrouter.kinds.application import (
+    ADMISSION_OPTIONS,
+    PROXY_MAX_CONCURRENT,
+    behind_bulkhead,
+    read_admission,
+    read_max_body,
+)
 from txrouter.kinds.contract import Built, RouteKind
 from txrouter.proxy import ProxyResource, ProxySettings
-from txrouter.routespec import Origin
+from txrouter.routespec import Admission, Origin
 from txrouter.upstream import Upstream, UpstreamGroup
 from txrouter.yamlsource import LocatedList
 
@@ -44,6 +50,7 @@ class ProxyRoute:
     connect_timeout: float
     preserve_host: bool
     tls_verify: bool
+    admission: Admission = field(default_factory=Admission)
     max_body: int | None = None
 
 
@@ -78,6 +85,7 @@ def read(
         spec, "preserve_host", f"{origin.where}.preserve_host", True
     )
     tls_verify = reader.flag(spec, "tls_verify", f"{origin.where}.tls_verify", True)
+    admission = read_admission(reader, spec, origin)
     max_body = read_max_body(reader, spec, origin)
     if len(upstreams) != len(items):
         return None
@@ -89,6 +97,7 @@ def read(
         connect_timeout,
         preserve_host,
         tls_verify,
+        admission,
         max_body,
     )
 
@@ -176,13 +185,22 @@ def build(route: ProxyRoute, key: RouteKey, builder: Builder) -> Built:
         prefix=route.prefix.rstrip("/").encode("utf-8"),
     )
     group = UpstreamGroup(engines.reactor, members)
-    resource = ProxyResource(engines.reactor, engines.client, group, settings)
+    proxy = ProxyResource(engines.reactor, engines.client, group, settings)
+    resource = behind_bulkhead(
+        builder, route, proxy, PROXY_MAX_CONCURRENT, route.timeout
+    )
     return Built(resource, upstreams=group)
 
 
 KIND = RouteKind(
     "proxy",
-    ("timeout", "connect_timeout", "preserve_host", "tls_verify", "max_body"),
+    (
+        "timeout",
+        "connect_timeout",
+        "preserve_host",
+        "tls_verify",
+        *ADMISSION_OPTIONS,
+    ),
     read,
     build,
 )

@@ -14,14 +14,17 @@ from typing import TYPE_CHECKING, ClassVar
 from txrouter.configreader import APP_NAME, describe
 from txrouter.importer import import_app
 from txrouter.kinds.application import (
+    ADMISSION_OPTIONS,
+    APP_TIMEOUT,
     PROCESS_OPTIONS,
     in_process,
     in_workers,
+    read_admission,
     read_max_body,
     read_process_options,
 )
 from txrouter.kinds.contract import Built, RouteKind
-from txrouter.routespec import Origin, Threads
+from txrouter.routespec import Admission, Origin, Threads
 
 if TYPE_CHECKING:
     from txrouter.build import Builder
@@ -47,6 +50,8 @@ class WsgiRoute:
     workers: int
     threads: Threads = field(default_factory=Threads)
     env: tuple[tuple[str, str], ...] = ()
+    timeout: float = APP_TIMEOUT
+    admission: Admission = field(default_factory=Admission)
     max_body: int | None = None
 
 
@@ -54,7 +59,7 @@ def read(
     reader: ConfigReader, prefix: str, spec: LocatedDict, origin: Origin
 ) -> WsgiRoute | None:
     app = spec.get("wsgi")
-    workers, threads, env = read_process_options(reader, spec, origin, 0)
+    workers, threads, env, timeout = read_process_options(reader, spec, origin, 0)
     path = None
     if "path" in spec:
         path = reader.directory(spec, "path", f"{origin.where}.path")
@@ -66,8 +71,18 @@ def read(
             f"got {describe(app)}",
         )
         return None
-    max_body = read_max_body(reader, spec, origin)
-    return WsgiRoute(prefix, origin, app, path, workers, threads, env, max_body)
+    return WsgiRoute(
+        prefix,
+        origin,
+        app,
+        path,
+        workers,
+        threads,
+        env,
+        timeout,
+        read_admission(reader, spec, origin),
+        read_max_body(reader, spec, origin),
+    )
 
 
 def build(route: WsgiRoute, key: RouteKey, builder: Builder) -> Built:
@@ -78,9 +93,10 @@ def build(route: WsgiRoute, key: RouteKey, builder: Builder) -> Built:
         return in_workers(route, key, builder, app_args, str(route.path or "/"))
     return in_process(
         builder,
+        route,
         ("wsgi", route.app, route.path),
         lambda: import_app(route.app, [route.path] if route.path else []),
     )
 
 
-KIND = RouteKind("wsgi", ("path", *PROCESS_OPTIONS, "max_body"), read, build)
+KIND = RouteKind("wsgi", ("path", *PROCESS_OPTIONS, *ADMISSION_OPTIONS), read, build)
