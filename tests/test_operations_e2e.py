@@ -68,10 +68,12 @@ def _txrouter(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _descendants() -> set[int]:
+def _descendants(*folders: Path) -> set[int]:
     """
-    Every live txrouter worker and twistd process on the machine.
+    Every live txrouter worker and twistd process whose command line names
+    one of C{folders} (the test's own: never another test's processes).
     """
+    marks = [str(folder).encode() for folder in folders]
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -80,7 +82,10 @@ def _descendants() -> set[int]:
             line = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"txrouter.worker" in line or any(b"twistd" in p for p in line[:2]):
+        ours = any(mark in part for part in line for mark in marks)
+        if ours and (
+            b"txrouter.worker" in line or any(b"twistd" in p for p in line[:2])
+        ):
             found.add(int(entry.name))
     return found
 
@@ -99,14 +104,14 @@ class OperationsUnderLoadTests(SynchronousTestCase):
         (self.folder / "apps").mkdir()
         self.set_version("v1")
         self.upstream = RecordingUpstream().start()
-        self.before = _descendants()
         self.server = Txrouter("")
+        self.before = _descendants(self.folder, self.server.dir)
         self.extra_port = free_port()
         self.sites = sites
         self.addCleanup(
             lambda: stop_daemon(
                 self.server,
-                _descendants() - self.before,
+                _descendants(self.folder, self.server.dir) - self.before,
                 self.folder,
                 self.upstream.stop,
             )
@@ -256,6 +261,9 @@ class OperationsUnderLoadTests(SynchronousTestCase):
         print(f"\nload: {load.done} requests, {load.resent} resent", file=sys.stderr)
 
         self.server.stop()
-        wait_until(lambda: not (_descendants() - self.before), "every process to exit")
+        wait_until(
+            lambda: not (_descendants(self.folder, self.server.dir) - self.before),
+            "every process to exit",
+        )
         self.assertEqual(list(self.runtime.glob("*.sock")), [])
         self.assertFalse(self.server.pidfile.exists())
