@@ -40,6 +40,7 @@ from txrouter.proxyclient import ProxyClient
 from txrouter.upstream import (
     DOWN_FOR,
     STUCK_AFTER,
+    WARN_EVERY,
     Upstream,
     UpstreamGroup,
     endpoint_for,
@@ -831,6 +832,28 @@ class FailureTests(SynchronousTestCase):
         world.reactor.advance(30)
         self.assertEqual(stuck, [world.upstreams["a"]])
         self.assertEqual(world.upstreams["a"].timeouts, 0)
+
+    def test_warnings_throttled(self) -> None:
+        """
+        An upstream that refuses every request gets at most one warning a
+        second; the next one says how many were left out.
+        """
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        world = World(self)
+        world.endpoints["a"].refuse = error.ConnectionRefusedError()
+        for _ in range(5):
+            world.request(get(b"/api/x"))
+        world.reactor.advance(WARN_EVERY)
+        world.request(get(b"/api/x"))
+        warned = [
+            formatEvent(e)
+            for e in events
+            if "cannot connect" in e.get("log_format", "")
+        ]
+        self.assertEqual(len(warned), 2, warned)
+        self.assertIn("(4 more such line(s) left out)", warned[1])
 
     def test_timeout_starts_after_upload(self) -> None:
         """

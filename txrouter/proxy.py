@@ -224,20 +224,18 @@ class _Exchange:
         if self.retried:
             # The request may have reached this upstream on the connection
             # that failed: it is not sent anywhere else.
-            _log.warn(
+            self._warn(
+                upstream,
                 "{route}: upstream {upstream} closed the connection and "
                 "cannot be reached again: {why}",
-                route=self.resource.settings.name,
-                upstream=upstream.name,
                 why=failure.getErrorMessage(),
             )
             error_page(self.request, 502)
             return
         self.resource.group.mark_down(upstream)
-        _log.warn(
+        self._warn(
+            upstream,
             "{route}: cannot connect to upstream {upstream}: {why}",
-            route=self.resource.settings.name,
-            upstream=upstream.name,
             why=failure.getErrorMessage(),
         )
         self._attempt()
@@ -298,13 +296,32 @@ class _Exchange:
             self.resource.group.timed_out(upstream)
         if self.client_gone:
             return
-        _log.warn(
-            "{route}: upstream {upstream} sent no response in {timeout}s",
-            route=self.resource.settings.name,
-            upstream=upstream.name if upstream else "?",
-            timeout=self.resource.settings.timeout,
-        )
+        if upstream is not None:
+            self._warn(
+                upstream,
+                "{route}: upstream {upstream} sent no response in {timeout:g}s",
+                timeout=self.resource.settings.timeout,
+            )
         error_page(self.request, 504)
+
+    def _warn(self, upstream: Upstream, format: str, **fields: Any) -> None:
+        """
+        Log a warning about C{upstream}, unless one was logged within
+        L{txrouter.upstream.WARN_EVERY} seconds (then it is counted, and the
+        next one says how many were left out).
+        """
+        left_out = upstream.warning_due(self.resource.reactor.seconds())
+        if left_out is None:
+            return
+        if left_out:
+            format += " ({left_out} more such line(s) left out)"
+        _log.warn(
+            format,
+            route=self.resource.settings.name,
+            upstream=upstream.name,
+            left_out=left_out,
+            **fields,
+        )
 
     def _stop_timer(self) -> None:
         if self.timer is not None:
@@ -387,12 +404,7 @@ class _Exchange:
             self.retried = True
             self._use(upstream, None)
             return
-        _log.warn(
-            "{route}: upstream {upstream} failed: {why}",
-            route=self.resource.settings.name,
-            upstream=upstream.name,
-            why=why,
-        )
+        self._warn(upstream, "{route}: upstream {upstream} failed: {why}", why=why)
         if self.started:
             # The client must not wait for bytes that will never come.
             request.transport.abortConnection()

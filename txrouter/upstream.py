@@ -30,6 +30,10 @@ DOWN_FOR = 10.0
 #: Requests in a row without an answer in time that make an upstream stuck.
 STUCK_AFTER = 3
 
+#: Seconds between two warnings about one upstream: an upstream that is
+#: down fails every request sent to it, and the log must stay readable.
+WARN_EVERY = 1.0
+
 
 def endpoint_for(
     reactor: Any, url: str, connect_timeout: float, tls_verify: bool
@@ -102,6 +106,8 @@ class Upstream:
         self.down_until = 0.0
         self.ready = True
         self.timeouts = 0
+        self._warned_at = float("-inf")
+        self._left_out = 0
 
     @classmethod
     def from_url(
@@ -112,6 +118,21 @@ class Upstream:
         """
         endpoint, host, base = endpoint_for(reactor, url, connect_timeout, tls_verify)
         return cls(url, endpoint, host, base, key=(url, tls_verify))
+
+    def warning_due(self, now: float) -> int | None:
+        """
+        Whether a warning about this upstream may be logged at C{now}: at
+        most one every L{WARN_EVERY} seconds.
+
+        @return: L{None} if not (it is counted); else how many were left
+            out since the last one.
+        """
+        if now - self._warned_at < WARN_EVERY:
+            self._left_out += 1
+            return None
+        self._warned_at = now
+        left_out, self._left_out = self._left_out, 0
+        return left_out
 
     def __repr__(self) -> str:
         return f"<Upstream {self.name}>"
