@@ -90,12 +90,21 @@ def _describe(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
     from twisted.internet.task import LoopingCall
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import (
+        FileLogObserver,
+        formatEventAsClassicLogText,
+        globalLogBeginner,
+    )
 
     from txrouter.errors import AppLoadError
 
+    def line(event: dict[str, Any]) -> str:
+        # No time: the router's log puts its own before each line.
+        text = formatEventAsClassicLogText(event, formatTime=lambda when: "")
+        return (text or "").lstrip(" ")
+
     globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(sys.stderr, timeFormat="")], redirectStandardIO=False
+        [FileLogObserver(sys.stderr, line)], redirectStandardIO=False
     )
     try:
         application = _load(args)

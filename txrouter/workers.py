@@ -59,9 +59,15 @@ class _OutputLogger(Logger):
         self.last_lines: dict[str, deque[str]] = {}
 
     def emit(self, level: Any, format: str | None = None, **kwargs: Any) -> None:
-        if kwargs.get("stream") == "stderr" and "tag" in kwargs:
-            kept = self.last_lines.setdefault(kwargs["tag"], deque(maxlen=_KEPT_LINES))
-            kept.append(str(kwargs.get("line", "")))
+        if "tag" in kwargs:
+            line = str(kwargs.get("line", "")).rstrip()
+            if not line:
+                return  # a worker's blank line says nothing in the log
+            if kwargs.get("stream") == "stderr":
+                kept = self.last_lines.setdefault(
+                    kwargs["tag"], deque(maxlen=_KEPT_LINES)
+                )
+                kept.append(line)
         super().emit(level, format, **kwargs)
 
 
