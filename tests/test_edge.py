@@ -47,6 +47,8 @@ class RequestTargetTests(SynchronousTestCase):
         (b"GET", b"!"),
         (b"GET", b"foo/bar"),
         (b"CONNECT", b"host:443"),
+        (b"CONNECT", b"/a"),
+        (b"CONNECT", b"http://example.com/"),
         (b"GET", b"*"),
         (b"GET", b"http://user@example.com/"),
         (b"GET", b"http:///path"),
@@ -136,6 +138,17 @@ class CheckHeadersTests(SynchronousTestCase):
         found = headers((b"Host", b"other.example"))
         check_headers(found, b"HTTP/1.1", b"example.com")
         self.assertEqual(found.getRawHeaders(b"host"), [b"example.com"])
+
+    def test_absolute_form_host_still_checked(self) -> None:
+        """
+        With an absolute-form target, Host must still be there once (on
+        HTTP/1.1) and valid (RFC 9112 section 3.2).
+        """
+        for hosts in ([], [b"a.example", b"b.example"], [b"exa mple/org"]):
+            found = headers(*[(b"Host", h) for h in hosts])
+            with self.assertRaises(BadRequest, msg=repr(hosts)):
+                check_headers(found, b"HTTP/1.1", b"example.com")
+        check_headers(headers(), b"HTTP/1.0", b"example.com")
 
 
 def environ_app(seen: list[dict[str, Any]]) -> Any:

@@ -4,10 +4,11 @@ nothing ambiguous reaches an application or an upstream (RFC 9112, 9110):
 
   - the request target: origin-form (C{/path?query}); absolute-form
     (C{http://host/path}) is accepted and its host wins over C{Host}; C{*}
-    only with C{OPTIONS}; anything else (C{foo/bar}, C{host:443}) is a 400.
+    only with C{OPTIONS}; anything else (C{foo/bar}, C{host:443}), and
+    C{CONNECT} whatever its target, is a 400.
     A C{#fragment}, which a client must not send, is dropped;
   - C{Host}: exactly one on HTTP/1.1 (none on HTTP/1.0 is allowed), and a
-    valid host with an optional port;
+    valid host with an optional port, whatever the target's form;
   - header names with C{_} are dropped (nginx's C{underscores_in_headers
     off}): WSGI turns C{X_Forwarded_Proto} and C{X-Forwarded-Proto} into the
     same C{HTTP_X_FORWARDED_PROTO}, so a client could pose as a proxy that
@@ -46,6 +47,9 @@ def request_target(method: bytes, target: bytes) -> tuple[bytes, bytes | None]:
 
     @raise BadRequest: a target in another form.
     """
+    if method == b"CONNECT":
+        # A tunnel through a forward proxy, which the router is not.
+        raise BadRequest("CONNECT is not served here (this is not a forward proxy)")
     target = target.partition(b"#")[0]
     if target.startswith(b"/"):
         return target, None
@@ -80,15 +84,14 @@ def check_headers(
         for name, _ in list(headers.getAllRawHeaders()):
             if b"_" in name:
                 headers.removeHeader(name)
-    if host is not None:
-        headers.setRawHeaders(b"host", [host])
-        return
     values = headers.getRawHeaders(b"host")
     if values is None:
         if version == b"HTTP/1.1":
             raise BadRequest("an HTTP/1.1 request must have a Host header")
-        return
-    if len(values) > 1:
+    elif len(values) > 1:
         raise BadRequest("more than one Host header")
-    if not _HOST.match(values[0]):
+    elif not _HOST.match(values[0]):
         raise BadRequest("the Host header is not a valid host")
+    if host is not None:
+        # RFC 9112 section 3.2.2: the target's host wins, once Host is valid.
+        headers.setRawHeaders(b"host", [host])
