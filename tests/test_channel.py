@@ -13,6 +13,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from txrouter.limits import KiB, Limits
 from txrouter.privatetwisted import http_channel_of
@@ -37,6 +38,22 @@ class Echo(Resource):
         self.seen += 1
         request.content.seek(0, 2)
         return b"%d" % request.content.tell()
+
+
+class Hold(Resource):
+    """
+    Keeps every request open, for the test to answer when it likes.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Any] = []
+
+    def render(self, request: Any) -> int:
+        self.requests.append(request)
+        return NOT_DONE_YET
 
 
 class Client:
@@ -64,7 +81,7 @@ class Client:
 class ChannelTestCase(SynchronousTestCase):
     """
     A site with small limits, routing C{/app/} and C{/big/} (which takes
-    bodies up to 1 MiB) to an L{Echo}.
+    bodies up to 1 MiB) to an L{Echo}, and C{/slow/} to a L{Hold}.
     """
 
     limits = Limits(max_body=1000)
@@ -72,8 +89,9 @@ class ChannelTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.echo = Echo()
+        self.hold = Hold()
         router = Router(
-            {"": {"/app/": self.echo, "/big/": self.echo}},
+            {"": {"/app/": self.echo, "/big/": self.echo, "/slow/": self.hold}},
             {"": {"/big/": 1024 * KiB}},
         )
         self.site = RouterSite(router, self.reactor, None, self.limits)
@@ -88,8 +106,17 @@ class ChannelTestCase(SynchronousTestCase):
         self.assertTrue(client.closed)
         self.assertEqual(self.echo.seen, 0)
 
+    def answer_slow(self) -> None:
+        """
+        Answer the one request C{/slow/} holds.
+        """
+        [request] = self.hold.requests
+        request.write(b"slow")
+        request.finish()
+
 
 GET = b"GET /app/ HTTP/1.1\r\nHost: a.example\r\n\r\n"
+SLOW = b"GET /slow/ HTTP/1.1\r\nHost: a\r\n\r\n"
 
 
 class StrictParsingTests(ChannelTestCase):
@@ -305,6 +332,210 @@ class DeadlineTests(ChannelTestCase):
         self.reactor.advance(59)
         self.assertFalse(client.closed)
         self.reactor.advance(2)
+        self.assertTrue(client.closed)
+
+
+class HeldDeadlineTests(ChannelTestCase):
+    """
+    A head or body deadline counts only the time in which the router reads
+    and waits for the client: not while it answers an earlier request on
+    the connection (the gate reads pipelined bytes ahead of Twisted), nor
+    while it holds reading because the client takes nothing of a response.
+    """
+
+    def test_pipelined_head_waits_its_turn(self) -> None:
+        """
+        Part of a pipelined head that arrived while the request before it
+        takes longer than C{head_timeout} to answer is no 408: the rest is
+        read, and served, once the first one is answered.
+        """
+        client = self.client()
+        client.send(SLOW + GET[:20])
+        self.reactor.advance(15)
+        self.assertEqual(client.answer(), b"")
+        self.assertFalse(client.closed)
+        self.answer_slow()
+        client.send(GET[20:])
+        self.assertEqual(client.answer().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertNotIn(b"408", client.answer())
+        self.assertEqual(self.echo.seen, 1)
+        self.assertFalse(client.closed)
+
+    def test_pipelined_head_late_after_its_turn(self) -> None:
+        """
+        A client that still does not finish that head once the router has
+        turned to it gets its 408 C{head_timeout} later, after the first
+        response.
+        """
+        client = self.client()
+        client.send(SLOW + GET[:20])
+        self.reactor.advance(15)
+        self.answer_slow()
+        self.reactor.advance(9)
+        self.assertFalse(client.closed)
+        self.reactor.advance(1.5)
+        self.assertTrue(client.closed)
+        answer = client.answer()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK"), answer)
+        self.assertIn(b"\r\n0\r\n\r\nHTTP/1.1 408 ", answer)
+
+    def test_pipelined_body_waits_its_turn(self) -> None:
+        """
+        Part of a pipelined body that arrived while the request before it
+        takes longer than C{body_timeout} to answer is no 408.
+        """
+        client = self.client()
+        client.send(
+            SLOW + b"POST /app/ HTTP/1.1\r\nHost: a\r\n"
+            b"Content-Length: 50\r\n\r\n" + b"x" * 10
+        )
+        self.reactor.advance(70)
+        self.assertFalse(client.closed)
+        self.answer_slow()
+        self.reactor.advance(59)
+        client.send(b"x" * 40)
+        self.assertEqual(client.answer().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertTrue(client.answer().endswith(b"50"))
+        self.assertFalse(client.closed)
+
+    def test_nothing_after_a_last_request(self) -> None:
+        """
+        Bytes read ahead after a request whose answer closes the connection
+        (here the edge's 400 for a bad C{Host}, which llhttp lets through)
+        are never read by Twisted: no 408 follows that answer, however long
+        it takes to go out.
+        """
+        client = self.client()
+        client.send(b"GET /app/ HTTP/1.1\r\nHost: a b\r\n\r\n" + GET[:20])
+        self.assertTrue(client.answer().startswith(b"HTTP/1.1 400 "))
+        self.assertTrue(client.closed)
+        self.reactor.advance(30)
+        self.assertNotIn(b"408", client.answer())
+
+    def test_head_while_not_reading(self) -> None:
+        """
+        While the router holds reading because the client takes nothing of
+        its response (back-pressure), the head's deadline stands still;
+        the time read before and after counts.
+        """
+        client = self.client()
+        channel = http_channel_of(client.protocol)
+        client.send(GET + GET[:20])
+        self.reactor.advance(4)
+        channel.pauseProducing()  # the transport can take no more
+        self.reactor.advance(30)
+        self.assertFalse(client.closed)
+        channel.resumeProducing()
+        self.reactor.advance(5)
+        self.assertFalse(client.closed)
+        self.reactor.advance(1.5)
+        self.assertTrue(client.closed)
+        self.assertIn(b"HTTP/1.1 408 ", client.answer())
+
+    def test_body_while_not_reading(self) -> None:
+        """
+        The same for a pause in a body: the time the router does not read
+        is not the client's.
+        """
+        client = self.client()
+        channel = http_channel_of(client.protocol)
+        client.send(b"POST /app/ HTTP/1.1\r\nHost: a\r\nContent-Length: 50\r\n\r\n")
+        channel.pauseProducing()
+        self.reactor.advance(50)
+        channel.resumeProducing()
+        self.reactor.advance(50)
+        self.assertFalse(client.closed)
+        self.reactor.advance(11)
+        self.assert_refused(client, b"408 ")
+
+    def test_idle_timer_not_while_answering(self) -> None:
+        """
+        C{keepalive_timeout} never closes a connection whose request is
+        still being answered, pipelined bytes arriving or not; it runs
+        again once the response is done.
+        """
+        client = self.client()
+        client.send(SLOW)
+        self.reactor.advance(100)
+        client.send(GET[:20])
+        self.reactor.advance(5)
+        client.send(GET[20:])
+        self.reactor.advance(100)
+        self.assertFalse(client.closed)
+        self.answer_slow()
+        self.assertEqual(client.answer().count(b"HTTP/1.1 200 OK"), 2)
+        self.reactor.advance(74)
+        self.assertFalse(client.closed)
+        self.reactor.advance(2)
+        self.assertTrue(client.closed)
+
+    def test_idle_timer_not_while_delivering(self) -> None:
+        """
+        Nor while the client is still taking a response that the app has
+        finished (C{send_timeout} runs then): the connection is idle once
+        the response has gone out.
+        """
+        client = self.client()
+        channel = http_channel_of(client.protocol)
+        client.send(GET)
+        channel.pauseProducing()
+        self.reactor.advance(50)
+        channel.resumeProducing()  # it took some
+        channel.pauseProducing()
+        self.reactor.advance(50)
+        self.assertFalse(client.closed)
+        channel.resumeProducing()  # and the rest
+        self.reactor.advance(74)
+        self.assertFalse(client.closed)
+        self.reactor.advance(2)
+        self.assertTrue(client.closed)
+
+
+class ReadAheadTests(ChannelTestCase):
+    """
+    The gate reads pipelined requests as they arrive, ahead of Twisted,
+    which keeps them while it answers the one before.
+    """
+
+    def test_kept_bytes_not_read_twice(self) -> None:
+        """
+        The bytes Twisted kept while answering are not read by the gate a
+        second time: what it learned of each request (here: whether it has
+        a header name with C{_}) stays with that request.
+        """
+        seen: list[Any] = []
+
+        class Headers(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> bytes:
+                seen.append(request.requestHeaders.getRawHeaders(b"x_proto"))
+                return b"ok"
+
+        site = RouterSite(
+            Router({"": {"/slow/": self.hold, "/h/": Headers()}}),
+            self.reactor,
+            None,
+            Limits(),
+        )
+        client = Client(site)
+        client.send(SLOW + b"GET /h/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.answer_slow()
+        client.send(b"GET /h/ HTTP/1.1\r\nHost: a\r\nX_Proto: https\r\n\r\n")
+        self.assertEqual(client.answer().count(b"HTTP/1.1 200 OK"), 3)
+        self.assertEqual(seen, [None, None])
+
+    def test_kept_bytes_keep_their_route(self) -> None:
+        """
+        Nor does a later request take the route, and the C{max_body}, of
+        one read ahead: a body over C{/app/}'s limit is still a 413 after
+        a pipelined request for C{/big/}.
+        """
+        client = self.client()
+        client.send(SLOW + b"GET /big/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.answer_slow()
+        client.send(b"POST /app/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 413 ", client.answer())
         self.assertTrue(client.closed)
 
 

@@ -2,7 +2,7 @@
 End to end: the edge's limits and deadlines against real sockets, on a
 daemonized router with short deadlines: slowloris, a slow body, a client
 that stops reading, and a connection flood, while another client is
-served as usual.
+served as usual; and C{max_connections} counted per listener.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import Txrouter, request, stop_daemon, wait_until
+from tests.support import Txrouter, free_port, request, stop_daemon, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -132,3 +132,68 @@ routes:
             sock.close()
         wait_until(self.served, "room for a new connection", timeout=10)
         self.assertIn("connection(s) refused so far", self.server.log())
+
+
+class PerListenerLimitTests(SynchronousTestCase):
+    """
+    A router on two ports, with room for 5 connections on each.
+    """
+
+    def setUp(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="txrouter-limits-"))
+        (self.folder / "small.txt").write_bytes(b"small\n")
+        self.other = free_port()
+        self.server = Txrouter(
+            f"""
+listen:
+  - tcp:{{port}}:interface=127.0.0.1
+  - tcp:{self.other}:interface=127.0.0.1
+limits:
+  max_connections: 5
+routes:
+  /files/: {{static: {self.folder}}}
+"""
+        )
+        self.addCleanup(stop_daemon, self.server, (), self.folder)
+        self.server.start()
+        wait_until(lambda: "Starting factory" in self.server.log(), "the site")
+
+    def connect(self, port: int) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.addCleanup(sock.close)
+        return sock
+
+    def served(self, port: int) -> bool:
+        status, _, body = request(port, "GET", "/files/small.txt")
+        return (status, body) == (200, b"small\n")
+
+    def test_full_listener_leaves_the_other_room(self) -> None:
+        """
+        With one listener's C{max_connections} open, a new connection to it
+        is closed at once, while the other listener takes its own
+        C{max_connections} and serves; when the first one's connections
+        close, it serves again.
+        """
+        first = self.server.port
+        held = [self.connect(first) for _ in range(5)]
+        self.assertEqual(_read_all(self.connect(first), timeout=5), b"")
+        on_other = [self.connect(self.other) for _ in range(4)]
+        self.assertTrue(self.served(self.other))  # its fifth
+        on_other[0].sendall(
+            b"GET /files/small.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        self.assertIn(b"small", _read_all(on_other[0]))
+        held[0].sendall(
+            b"GET /files/small.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        self.assertIn(b"small", _read_all(held[0]))
+        for sock in held:
+            sock.close()
+        wait_until(lambda: self.served(first), "room on the first listener", 10)
+        log = self.server.log()
+        self.assertIn(
+            f"tcp:{first}:interface=127.0.0.1 (127.0.0.1:{first}): 1 connection(s) "
+            "refused so far",
+            log,
+        )
+        self.assertNotIn(f"tcp:{self.other}:interface=127.0.0.1 (", log)

@@ -14,6 +14,12 @@ request's route is known (L{RouterChannel.allHeadersReceived}): a
 C{Content-Length} over it is a 413 sent instead of C{100 Continue}, and a
 chunked body is counted as it arrives.
 
+A head or body deadline counts only the time in which the router waits for
+the client: it stands still while an earlier request of the connection is
+being answered (the gate reads pipelined bytes ahead of Twisted, which
+turns to them only then) and while the router holds reading because the
+client takes nothing of its response (then C{send_timeout} runs instead).
+
 Twisted's parser then builds the L{txrouter.site.RouterRequest}s as before,
 so the site, the resource tree and the requests are Twisted's own.
 """
@@ -77,6 +83,17 @@ class RouterChannel(HTTPChannel):
     _deadline: float | None = None
     _waiting_for = ""
     _send_deadline: float | None = None
+    # Whether a request of this connection is being answered (Twisted reads
+    # no further request until it is).
+    _answering = False
+    # The seconds left of the head or body deadline while the router does
+    # not wait for the client (answering, or holding reading while the
+    # client takes nothing): C{_deadline} is then L{None}, and set again
+    # from this when the router waits for the client once more.
+    _left: float | None = None
+    #: The listening port's count of open connections this one is part of
+    #: (set by the site that builds it).
+    listener: Any = None
 
     def connectionMade(self) -> None:
         self._gate = _Gate(self)
@@ -92,6 +109,17 @@ class RouterChannel(HTTPChannel):
             self.refuse(refused.code, str(refused))
             return
         super().dataReceived(data)
+
+    def setLineMode(self, extra: bytes = b"") -> Any:
+        # Twisted calls this when a request has been answered, with the
+        # bytes it kept meanwhile: they passed the gate as they arrived, and
+        # must not again (llhttp would read them twice, and the targets it
+        # queues would belong to the wrong requests). Nothing more is read
+        # from a connection being refused.
+        self.line_mode = 1
+        if extra and not self._refusing:
+            return super().dataReceived(extra)
+        return None
 
     # -- max_body, once the route is known
 
@@ -124,22 +152,71 @@ class RouterChannel(HTTPChannel):
 
     # -- deadlines
 
+    # While the router does not wait for the client, a deadline that starts
+    # is kept in C{_left}, counted once it waits again.
+
     def head_started(self) -> None:
         if self._waiting_for != "head":
             self._waiting_for = "head"
-            self._deadline = self._now() + self.limits.head_timeout
+            if self._answering or self._send_deadline is not None:
+                self._left = self.limits.head_timeout
+            else:
+                self._deadline = self._now() + self.limits.head_timeout
 
     def head_done(self) -> None:
         self._waiting_for = "body"
-        self._deadline = self._now() + self.limits.body_timeout
+        if self._answering or self._send_deadline is not None:
+            self._left = self.limits.body_timeout
+        else:
+            self._deadline = self._now() + self.limits.body_timeout
 
     def body_moved(self) -> None:
-        self._deadline = self._now() + self.limits.body_timeout
+        if self._answering or self._send_deadline is not None:
+            self._left = self.limits.body_timeout
+        else:
+            self._deadline = self._now() + self.limits.body_timeout
 
     def message_done(self) -> None:
         self._waiting_for = ""
         self._deadline = None
+        if self._left is not None:
+            self._left = None
         self._body_left = None
+
+    def _stand_still(self) -> None:
+        """
+        The router stops waiting for the client: keep what is left of the
+        running deadline, if any.
+        """
+        if self._deadline is not None:
+            self._left = self._deadline - self._now()
+            self._deadline = None
+
+    def _go_on(self) -> None:
+        """
+        The router waits for the client again: the deadline runs on.
+        """
+        if self._left is not None:
+            self._deadline = self._now() + self._left
+            self._left = None
+
+    def allContentReceived(self) -> None:
+        # Set before Twisted answers: an answer may end within this call.
+        self._answering = True
+        if self._deadline is not None:
+            self._stand_still()
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        # Set before Twisted turns to the requests the gate has read ahead
+        # (within this call), which may be answered at once in turn. After
+        # an answer that closes the connection, none is read: none is late.
+        self._answering = False
+        if not self.persistent:
+            self._left = None
+        elif self._left is not None and self._send_deadline is None:
+            self._go_on()
+        super().requestDone(request)
 
     def check_deadlines(self, now: float) -> None:
         """
@@ -160,13 +237,33 @@ class RouterChannel(HTTPChannel):
     # -- a client that stops reading
 
     def pauseProducing(self) -> None:
+        # The transport takes no more: Twisted stops reading (unless it is
+        # answering), and the time is no longer the sender's to count.
         super().pauseProducing()
         if self._send_deadline is None:
             self._send_deadline = self._now() + self.limits.send_timeout
+            self._stand_still()
 
     def resumeProducing(self) -> None:
+        if self._send_deadline is not None:
+            self._send_deadline = None
+            if not self._answering:
+                self._go_on()
+            # Idle, if it is, from now: the response has gone out.
+            self.resetTimeout()
         super().resumeProducing()
-        self._send_deadline = None
+
+    # -- keep-alive
+
+    def timeoutConnection(self) -> None:
+        # Twisted's idle timer runs from the last bytes received; it closes
+        # only a connection that is idle, not one whose request is being
+        # received (its own deadlines run) or whose response the client is
+        # still taking (C{send_timeout} runs).
+        if self._waiting_for or self._send_deadline is not None:
+            self.setTimeout(self.timeOut)
+            return
+        super().timeoutConnection()
 
     def _not_reading(self) -> None:
         self._send_deadline = None
@@ -187,7 +284,7 @@ class RouterChannel(HTTPChannel):
         if self._refusing:
             return
         self._refusing = True
-        self._deadline = None
+        self._deadline = self._left = None
         self.setTimeout(None)
         answered = any(r.startedWriting for r in self.requests)
         if self.transport is None:
@@ -202,10 +299,11 @@ class RouterChannel(HTTPChannel):
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._deadline = self._send_deadline = None
+        self._deadline = self._send_deadline = self._left = None
         super().connectionLost(reason)
-        if self.site is not None:
-            self.site.connection_closed()
+        listener = self.listener
+        if listener is not None:
+            listener.open -= 1
 
 
 class _Gate:

@@ -15,7 +15,15 @@ The defaults follow nginx, HAProxy and Envoy; each says its answer:
 | C{max_head}: request line and all header fields | 32 KiB | 431 |
 | C{max_headers}: number of header fields | 100 | 431 |
 | C{max_body}: a request body (per route too) | 10 MiB | 413 |
-| C{max_connections}: open connections per listener | 10,000 | closed at once |
+| C{max_connections}: open connections per C{listen:} entry | 10,000 | closed at once |
+
+A deadline counts only the time in which the router waits for the client:
+not while it answers an earlier request of the connection, nor while it
+holds reading because the client takes nothing of a response (then
+C{send_timeout} runs). C{keepalive_timeout} closes only a connection with
+no request being received or answered and no response still going out.
+Each listener counts its own connections; refusals are logged with its
+address.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from zope.interface import implementer
 
 from txrouter.errors import ListenError
-from txrouter.site import RouterSite
+from txrouter.site import ListenerFactory, RouterSite
 
 if TYPE_CHECKING:
     from txrouter.reloader import Reloader
@@ -111,10 +111,14 @@ class StopDeadline:
 class ListenerService(StreamServerEndpointService):
     """
     Listen on one endpoint; fail the start, with a short message, when it
-    cannot be bound.
+    cannot be bound. A L{RouterSite} is reached through a
+    L{txrouter.site.ListenerFactory} of this listener's own, which counts
+    its connections apart from the other listeners'.
     """
 
     def __init__(self, description: str, endpoint: Any, site: Any) -> None:
+        if isinstance(site, RouterSite):
+            site = site.listener(description)
         super().__init__(_Remembering(endpoint, self), site)
         self.setName(description)
         # Raise from privilegedStartService rather than log and serve nothing.
@@ -144,6 +148,8 @@ class _Remembering:
     def listen(self, factory: Any) -> Deferred[Any]:
         def keep(port: Any) -> Any:
             self._service.port = port
+            if isinstance(factory, ListenerFactory):
+                factory.port = port
             return port
 
         d: Deferred[Any] = self._endpoint.listen(factory)

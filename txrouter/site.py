@@ -2,6 +2,11 @@
 The HTTP site: Twisted's C{Site} with an optional access log and a count of
 the requests in flight, so that shutdown can wait for them (L{RouterSite.drain}).
 
+Every listening port reaches the one site through a L{ListenerFactory} of
+its own (L{RouterSite.listener}), which counts that port's open
+connections against C{limits.max_connections}: one busy listener cannot
+take the room of another.
+
 While it drains, no connection stays open idle for long: requests arriving
 on keep-alive connections are answered with C{Connection: close} (a client
 opens a new connection, to the router that replaces this one, if any), and
@@ -14,19 +19,28 @@ from typing import Any
 from weakref import WeakSet
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IReactorTime, ISSLTransport
+from twisted.internet.interfaces import (
+    IAddress,
+    ILoggingContext,
+    IProtocolFactory,
+    IReactorTime,
+    ISSLTransport,
+)
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
+from zope.interface import implementer
 
 from txrouter.channel import RouterChannel
 from txrouter.edge import BadRequest, check_headers, request_target
+from txrouter.endpointstrings import split_endpoint
 from txrouter.limits import Limits
 from txrouter.privatetwisted import http_channel_of, http_protocol_factory
 
-__all__ = ["KEEPALIVE_GRACE", "RouterRequest", "RouterSite"]
+__all__ = ["KEEPALIVE_GRACE", "ListenerFactory", "RouterRequest", "RouterSite"]
 
 #: Seconds between two looks at the connections' deadlines: a late head or
 #: body is refused at most this much after its deadline.
@@ -142,8 +156,9 @@ class RouterSite(Site):
         self.limits: Limits | None = None
         if limits is not None:
             self.set_limits(limits)
-        self.open_connections = 0
-        self.refused_connections = 0
+        self._listeners: WeakSet[ListenerFactory] = WeakSet()
+        self._direct = ListenerFactory(self, "(direct)", True)
+        self._listeners.add(self._direct)
         self._sweep: LoopingCall | None = None
         self._logging = access_log is not None
         self._draining = False
@@ -152,24 +167,59 @@ class RouterSite(Site):
         self.in_flight: set[Request] = set()
         self._channels: WeakSet[Any] = WeakSet()
 
+    def listener(self, name: str) -> ListenerFactory:
+        """
+        The factory for one listening port, named by its endpoint string:
+        its connections are this site's, counted apart.
+        """
+        listener = ListenerFactory(self, name, _takes_none(name))
+        self._listeners.add(listener)
+        return listener
+
+    @property
+    def open_connections(self) -> int:
+        """
+        Open connections, on every listener together.
+        """
+        return sum(listener.open for listener in self._listeners)
+
+    @property
+    def refused_connections(self) -> int:
+        """
+        Connections refused at C{max_connections}, on every listener together.
+        """
+        return sum(listener.refused for listener in self._listeners)
+
     def buildProtocol(self, addr: Any) -> Any:
+        # Called directly (not through a listener), as by tests: one count
+        # of its own.
+        return self.accept(self._direct, addr)
+
+    def accept(self, listener: ListenerFactory, addr: Any) -> Any:
+        """
+        The protocol of a new connection on C{listener}'s port; when that
+        port has C{max_connections} open, L{None} (or, under a wrapping
+        endpoint, a protocol that aborts it): closed at once.
+        """
         limits = self.limits
-        if limits is not None and self.open_connections >= limits.max_connections:
+        if limits is not None and listener.open >= limits.max_connections:
             # Closed at once: the connections already open keep their share.
-            self.refused_connections += 1
-            if self.refused_connections % 1000 == 1:
+            listener.refused += 1
+            if listener.refused % 1000 == 1:
                 self._log.warn(
-                    "{count} connection(s) refused so far: max_connections "
-                    "({limit}) are open",
-                    count=self.refused_connections,
+                    "{listener}: {count} connection(s) refused so far: "
+                    "max_connections ({limit}) are open on this listener",
+                    listener=listener.address(),
+                    count=listener.refused,
                     limit=limits.max_connections,
                 )
-            return None
+            return None if listener.plain else _Closed()
         protocol = super().buildProtocol(addr)
         channel = http_channel_of(protocol)
         self._channels.add(channel)
         if limits is not None:
-            self.open_connections += 1
+            listener.open += 1
+            channel.listener = listener
             if self._sweep is None:
                 # One look a second at every connection's deadlines.
                 self._sweep = LoopingCall(self._check_deadlines)
@@ -198,12 +248,6 @@ class RouterSite(Site):
         self.timeOut = limits.keepalive_timeout
         channel = type("Channel", (RouterChannel,), {"limits": limits})
         self.protocol = http_protocol_factory(channel)  # type: ignore[method-assign]
-
-    def connection_closed(self) -> None:
-        """
-        A connection of a L{RouterChannel} closed.
-        """
-        self.open_connections -= 1
 
     def max_body_for(self, host: bytes, target: bytes) -> int:
         """
@@ -307,3 +351,89 @@ class RouterSite(Site):
         if done in self._drained:
             self._drained.remove(done)
             done.callback(None)
+
+
+@implementer(IProtocolFactory, ILoggingContext)
+class ListenerFactory:
+    """
+    What one listening port has in place of the site: the site builds its
+    connections (L{RouterSite.accept}), each of which takes this port's
+    count down when it closes. Nothing stands between a transport and its
+    channel.
+
+    @ivar name: the endpoint string the port listens on.
+    @ivar plain: whether the port takes L{None} for a refused connection,
+        and closes it (TCP and UNIX ports do); a port whose endpoint wraps
+        the protocol (TLS, the PROXY protocol) gets one that closes it.
+    @ivar port: the listening port, once it listens (for the logs).
+    @ivar open: connections open on this port.
+    @ivar refused: connections refused at C{max_connections} on this port.
+    """
+
+    __slots__ = ("__weakref__", "name", "open", "plain", "port", "refused", "site")
+
+    def __init__(self, site: RouterSite, name: str, plain: bool) -> None:
+        self.site = site
+        self.name = name
+        self.plain = plain
+        self.port: Any = None
+        self.open = 0
+        self.refused = 0
+
+    def buildProtocol(self, addr: IAddress) -> Any:
+        return self.site.accept(self, addr)
+
+    def doStart(self) -> None:
+        self.site.doStart()
+
+    def doStop(self) -> None:
+        self.site.doStop()
+
+    def logPrefix(self) -> str:
+        return self.site.logPrefix()  # type: ignore[no-any-return]
+
+    def address(self) -> str:
+        """
+        The endpoint string, and the address it is bound to once it is.
+        """
+        host = self.port.getHost() if self.port is not None else None
+        if host is None:
+            return self.name
+        where = getattr(host, "name", None)
+        if where is None:
+            ip, number = getattr(host, "host", "?"), getattr(host, "port", "?")
+            where = f"[{ip}]:{number}" if ":" in str(ip) else f"{ip}:{number}"
+        elif isinstance(where, bytes):
+            where = where.decode("utf-8", "replace")
+        return f"{self.name} ({where})"
+
+    def __repr__(self) -> str:
+        return f"<ListenerFactory {self.name!r} of {self.site!r}>"
+
+
+#: Endpoint types whose ports call the factory themselves and close a
+#: connection it builds no protocol for.
+_PLAIN_ENDPOINTS = frozenset({"tcp", "tcp6", "unix", "systemd"})
+
+
+def _takes_none(description: str) -> bool:
+    """
+    Whether a port listening on the endpoint C{description} takes L{None}
+    from its factory for a refused connection (see L{ListenerFactory.plain}).
+    """
+    try:
+        args, _ = split_endpoint(description)
+    except ValueError:
+        return False
+    return bool(args) and args[0].lower() in _PLAIN_ENDPOINTS
+
+
+class _Closed(Protocol):
+    """
+    A connection refused at C{max_connections} under a wrapping protocol,
+    which takes no L{None}: closed at once, before anything is read (so no
+    TLS handshake is made).
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()  # type: ignore[union-attr]
