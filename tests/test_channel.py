@@ -539,6 +539,67 @@ class ReadAheadTests(ChannelTestCase):
         self.assertTrue(client.closed)
 
 
+class RefusedInTurnTests(ChannelTestCase):
+    """
+    A pipelined request the gate refuses is answered after the requests
+    before it, never instead of them.
+    """
+
+    def test_after_a_slow_answer(self) -> None:
+        """
+        Garbage arriving while the request before it is being answered
+        gets its 400 only after that answer.
+        """
+        client = self.client()
+        client.send(SLOW)
+        client.send(b"@@@@ garbage\r\n\r\n")
+        self.assertEqual(client.answer(), b"")
+        self.answer_slow()
+        answer = client.answer()
+        self.assertLess(answer.index(b"slow"), answer.index(b"HTTP/1.1 400 "))
+        self.assertTrue(client.closed)
+
+    def test_same_read(self) -> None:
+        """
+        Two valid requests and garbage in one read: both are answered, in
+        order, then the 400; the garbage reaches no resource.
+        """
+        client = self.client()
+        client.send(GET + GET + b"GET /app/ HTTP/1.1\r\nHost: a\r\n x\r\n\r\n")
+        answer = client.answer()
+        self.assertEqual(answer.count(b"HTTP/1.1 200 OK"), 2)
+        self.assertGreater(answer.index(b"HTTP/1.1 400 "), answer.rindex(b"200 OK"))
+        self.assertEqual(self.echo.seen, 2)
+        self.assertTrue(client.closed)
+
+    def test_body_over_limit_not_served(self) -> None:
+        """
+        A chunked body that passes C{max_body} in the read that also ends
+        it gets a 413 and never reaches the resource.
+        """
+        client = self.client()
+        chunk = b"x" * 1500
+        client.send(
+            b"POST /app/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)
+        )
+        self.assert_refused(client, b"413")
+
+    def test_upgrade_with_body(self) -> None:
+        """
+        A request asking to switch protocols with a body is refused: the
+        body would otherwise be read as a request by the gate and as a
+        body by Twisted.
+        """
+        client = self.client()
+        inner = b"GET /app/ HTTP/1.1\r\nHost: a\r\nX_Proto: https\r\n\r\n"
+        client.send(
+            b"POST /app/ HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+            b"Upgrade: foo\r\nContent-Length: %d\r\n\r\n%s" % (len(inner), inner)
+        )
+        self.assert_refused(client, b"400")
+
+
 class ConnectionLimitTests(ChannelTestCase):
     """
     C{max_connections} open connections at once.

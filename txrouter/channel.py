@@ -27,6 +27,7 @@ so the site, the resource tree and the requests are Twisted's own.
 from __future__ import annotations
 
 from collections import deque
+from contextlib import suppress
 from typing import Any
 
 import httptools
@@ -101,14 +102,37 @@ class RouterChannel(HTTPChannel):
         super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
-        if self._refusing:
+        if self._refusing or self._held is not None:
             return
+        gate = self._gate
+        between, completed = gate.between, gate.completed
         try:
-            self._gate.feed(data)
+            gate.feed(data)
         except _Refused as refused:
-            self.refuse(refused.code, str(refused))
+            # Requests that ended in this read before the refused one are
+            # served first: Twisted gets their bytes, and no more.
+            done = gate.completed - completed
+            end = _end_of(data, done) if done and between else None
+            if end is not None:
+                super().dataReceived(data[:end])
+            self._refuse_in_turn(refused)
             return
         super().dataReceived(data)
+
+    # A refusal waiting for the requests before it to be answered.
+    _held: _Refused | None = None
+
+    def _refuse_in_turn(self, refused: _Refused) -> None:
+        """
+        Refuse once the requests received before the refused one are
+        answered: a pipelining client reads answers in order, and an early
+        error would read as the answer to an earlier request.
+        """
+        if self._answering and not self._refusing:
+            self._held = refused
+            self._deadline = self._left = None
+            return
+        self.refuse(refused.code, str(refused))
 
     def setLineMode(self, extra: bytes = b"") -> Any:
         # Twisted calls this when a request has been answered, with the
@@ -201,6 +225,8 @@ class RouterChannel(HTTPChannel):
             self._left = None
 
     def allContentReceived(self) -> None:
+        if self._refusing:
+            return  # refused while its body was read (a 413): not served
         # Set before Twisted answers: an answer may end within this call.
         self._answering = True
         if self._deadline is not None:
@@ -217,6 +243,10 @@ class RouterChannel(HTTPChannel):
         elif self._left is not None and self._send_deadline is None:
             self._go_on()
         super().requestDone(request)
+        held = self._held
+        if held is not None and not self._answering:
+            self._held = None
+            self.refuse(held.code, str(held))
 
     def check_deadlines(self, now: float) -> None:
         """
@@ -306,6 +336,51 @@ class RouterChannel(HTTPChannel):
             listener.open -= 1
 
 
+# What the callbacks do not see of a head's bytes, counted towards
+# max_head so that it bounds about the head as sent: ": " and CRLF of each
+# field, and the method, spaces, version and CRLFs around the target.
+_FIELD_FRAMING = 4
+_LINE_FRAMING = 16
+# The header fields that say a request has a body.
+_FRAMING_NAMES = (b"content-length", b"transfer-encoding")
+_FRAMING_LENGTHS = (14, 17)
+# What the estimate above may miss (spaces around values, a long method).
+_RAW_SLACK = 128
+
+
+class _MessageCounter:
+    def __init__(self) -> None:
+        self.done = 0
+
+    def on_message_complete(self) -> None:
+        self.done += 1
+
+
+def _messages_in(data: bytes) -> int:
+    counter = _MessageCounter()
+    with suppress(httptools.HttpParserError, httptools.HttpParserUpgrade):
+        httptools.HttpRequestParser(counter).feed_data(data)
+    return counter.done
+
+
+def _end_of(data: bytes, count: int) -> int | None:
+    """
+    The length of the shortest start of C{data} (which starts between two
+    messages) in which C{count} messages end, found by bisection with
+    fresh parsers; L{None} if it has fewer. Only a refused read pays this.
+    """
+    if _messages_in(data) < count:
+        return None
+    low, high = 1, len(data)
+    while low < high:
+        middle = (low + high) // 2
+        if _messages_in(data[:middle]) >= count:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
 class _Gate:
     """
     llhttp over the raw input, with the limits counted in its callbacks.
@@ -315,10 +390,18 @@ class _Gate:
         self._channel = channel
         self._limits = channel.limits
         self._parser = httptools.HttpRequestParser(self)
+        # The bytes of an unfinished head are bounded here, a little above
+        # what the callbacks count (so that a head they would take is not
+        # cut by this, however its bytes arrive): a header that never ends
+        # is refused before it takes more memory than this.
+        self._raw_limit = self._limits.max_head + _RAW_SLACK
         # The target of each head parsed here and not yet by Twisted (the
         # gate reads pipelined requests ahead of it).
         self.targets: deque[tuple[bytes, bool]] = deque()
         self._url_parts: list[bytes] = []
+        #: Whether no message is being parsed, and how many have ended.
+        self.between = True
+        self.completed = 0
         self._start()
 
     _underscored = False
@@ -337,7 +420,7 @@ class _Gate:
         if not self._in_body:
             self._raw += len(data)  # set back to 0 when a head ends in it
         self._feed(data)
-        if not self._in_body and self._raw > self._limits.max_head:
+        if not self._in_body and self._raw > self._raw_limit:
             raise _Refused(431, "the request head is too large")
 
     def _feed(self, data: bytes) -> None:
@@ -350,6 +433,13 @@ class _Gate:
                 raise
             raise refused from None
         except httptools.HttpParserUpgrade as upgrade:
+            if self._with_body:
+                # llhttp takes what follows the head for the new protocol,
+                # so the gate would read the body as the next request,
+                # where Twisted reads it as the body.
+                raise _Refused(
+                    400, "a request to switch protocols cannot have a body here"
+                ) from None
             # Answered as a plain request (nothing is tunnelled yet): go on
             # with what follows its head as the next request.
             self._parser = httptools.HttpRequestParser(self)
@@ -368,7 +458,11 @@ class _Gate:
 
     # -- llhttp's callbacks
 
+    _with_body = False
+
     def on_message_begin(self) -> None:
+        self.between = False
+        self._with_body = False
         self._url = self._head = self._fields = 0
         self._url_parts = []
         self._underscored = False
@@ -383,14 +477,16 @@ class _Gate:
     def on_header(self, name: bytes, value: bytes) -> None:
         if b"_" in name:
             self._underscored = True
+        if len(name) in _FRAMING_LENGTHS and name.lower() in _FRAMING_NAMES:
+            self._with_body = value.strip() != b"0"
         size = len(name) + len(value)
-        self._head += size
+        self._head += size + _FIELD_FRAMING
         self._fields += 1
         if size > self._limits.max_header:
             self._refuse(431, "a header field is too large")
         if self._fields > self._limits.max_headers:
             self._refuse(431, "too many header fields")
-        if self._head + self._url > self._limits.max_head:
+        if self._head + self._url + _LINE_FRAMING > self._limits.max_head:
             self._refuse(431, "the request head is too large")
 
     def on_headers_complete(self) -> None:
@@ -403,5 +499,7 @@ class _Gate:
         self._channel.body_moved()
 
     def on_message_complete(self) -> None:
+        self.between = True
+        self.completed += 1
         self._in_body = False
         self._channel.message_done()
