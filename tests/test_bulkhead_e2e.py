@@ -99,9 +99,7 @@ routes:
             target=lambda: done.append(_statuses(port, "/slow/hang", 5))
         )
         hung.start()
-        wait_until(
-            lambda: "refused so far (503)" in self.server.log(), "the refusal"
-        )
+        wait_until(lambda: "refused so far (503)" in self.server.log(), "the refusal")
         self.assertEqual(request(port, "GET", "/ok/fine")[0], 200)
         hung.join()
         self.assertEqual(Counter(done[0]), {504: 2, 503: 3})
