@@ -205,7 +205,9 @@ class RouterChannel(HTTPChannel):
         self._deadline = None
         if self._left is not None:
             self._left = None
-        self._body_left = None
+        # The count of the body (_body_left) goes on: the gate reads ahead
+        # of Twisted, which may not have been given the body's end yet;
+        # the next request's head sets it anew.
 
     def _stand_still(self) -> None:
         """
@@ -317,8 +319,8 @@ class RouterChannel(HTTPChannel):
         self._deadline = self._left = None
         self.setTimeout(None)
         answered = any(r.startedWriting for r in self.requests)
-        if self.transport is None:
-            return
+        if self.transport is None or getattr(self.transport, "disconnecting", False):
+            return  # closing after an answer: what followed is not read
         if not answered:
             body = f"{code} {_REASONS[code].decode()}: {why}.\n".encode()
             self.transport.write(
@@ -437,6 +439,7 @@ class _Gate:
                 # llhttp takes what follows the head for the new protocol,
                 # so the gate would read the body as the next request,
                 # where Twisted reads it as the body.
+                self.completed -= 1  # llhttp ended it at its head: it is not whole
                 raise _Refused(
                     400, "a request to switch protocols cannot have a body here"
                 ) from None
