@@ -3,7 +3,8 @@ CPU time per proxied request, measured in memory: no sockets, no wrk, so it
 is far steadier than req/s on a shared machine, and shows what a change to
 the proxy path costs or saves.
 
-A real C{Site} with the L{Router} and a L{ProxyResource} talks to an
+A real C{Site} with the L{Router} and a L{ProxyResource} behind its
+bulkhead (as a proxy route is served) talks to an
 in-memory upstream that answers every request with 100 bytes over one
 persistent connection.
 
@@ -26,6 +27,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from zope.interface import implementer
 
+from txrouter.bulkhead import Bulkhead, BulkheadResource
 from txrouter.forwarding import TrustedProxies
 from txrouter.limits import Limits
 from txrouter.proxy import ProxyResource, ProxySettings
@@ -68,8 +70,9 @@ def main(requests: int) -> None:
     group = UpstreamGroup(reactor, [Upstream("up", upstream, b"up", b"/v1/")])
     settings = ProxySettings("bench", 60, True, TrustedProxies([]))
     proxy = ProxyResource(reactor, ProxyClient(reactor), group, settings)
+    route = BulkheadResource(proxy, Bulkhead(reactor, "bench", 1024, 1000, 60))
     # The edge as served: the strict gate and the default limits.
-    site = RouterSite(Router({"": {"/api/": proxy}}), reactor, None, Limits())
+    site = RouterSite(Router({"": {"/api/": route}}), reactor, None, Limits())
     client = IPv4Address("TCP", "127.0.0.1", 5555)
     server = site.buildProtocol(client)
     transport = StringTransport(peerAddress=client)
