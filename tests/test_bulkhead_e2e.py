@@ -32,6 +32,9 @@ RELEASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "release")
 
 def application(environ, start_response):
     if environ["PATH_INFO"] == "/hang":
+        # The application's own hang (the test waits on the router's log
+        # and statuses, never on this): it polls, as a file is what both
+        # the router's threads and a worker process can see.
         while not os.path.exists(RELEASE):
             time.sleep(0.02)
     body = str(os.getpid()).encode()
