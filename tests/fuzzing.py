@@ -12,8 +12,8 @@ L{exchange} sends bytes, in the reads it is given, to a real
 L{txrouter.site.RouterSite} (real L{Limits}, small enough that every limit
 is reachable) whose L{Router} routes to a L{Recorder}; it collects what the
 client got, what reached the recorder and what was logged.
-L{llhttp_reference} parses the same bytes with llhttp as the edge's gate
-does, and L{problems} checks the outcome against both.
+L{llhttp_reference} parses the same bytes with llhttp as the edge's
+channel does, and L{problems} checks the outcome against both.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ __all__ = [
     "h11_first_request",
     "head_size_depends_on_reads",
     "llhttp_reference",
-    "lost_in_refused_read",
     "max_body_of",
     "parse_responses_loose",
     "problems",
@@ -87,23 +86,23 @@ OWN_MAX_BODY = 48
 IDLE_AFTER_INPUT = 7
 
 #: Every status this site can answer, and who answers it:
-#:   - 100: Twisted, to C{Expect: 100-continue} on HTTP/1.1;
+#:   - 100: the channel, to C{Expect: 100-continue} on HTTP/1.1;
 #:   - 200: the recorder, or Twisted itself for C{OPTIONS *} (its C{Request}
 #:     answers that without a resource);
 #:   - 301: the router's L{txrouter.redirect.AddSlash} (C{/app} to C{/app/});
 #:   - 404: the router, for a path no route of the host's table matches
 #:     (C{*.wild.example} routes only C{/w/});
-#:   - 400: the gate (llhttp refused), the edge's checks
-#:     (L{txrouter.edge}: target form, C{Host}) or Twisted's own parser;
-#:   - 408, 413, 414, 431: the gate's limits.
+#:   - 400: the channel (llhttp refused) or the edge's checks
+#:     (L{txrouter.edge}: target form, C{Host});
+#:   - 408, 413, 414, 431: the channel's limits;
+#:   - 501: the channel, for a transfer coding before C{chunked};
+#:   - 505: the channel, for a version other than HTTP/1.0 and HTTP/1.1.
 #: Not answerable here, so a failure if seen: 405 (every resource on this
-#: tree renders any method), 500 (nothing may fail), 501 and 505 (llhttp
-#: refuses unknown transfer codings and versions with a 400 before Twisted
-#: could answer them).
-ALLOWED_STATUSES = frozenset({100, 200, 301, 400, 404, 408, 413, 414, 431})
+#: tree renders any method), 500 (nothing may fail).
+ALLOWED_STATUSES = frozenset({100, 200, 301, 400, 404, 408, 413, 414, 431, 501, 505})
 
 #: The edge's refusals: each closes the connection, and nothing follows it.
-EDGE_REFUSALS = frozenset({400, 408, 413, 414, 431})
+EDGE_REFUSALS = frozenset({400, 408, 413, 414, 431, 501, 505})
 
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # Written apart from txrouter.edge's own pattern on purpose: a reg-name or
@@ -310,7 +309,7 @@ def exchange(reads: Iterable[bytes]) -> Outcome:
     )
 
 
-# -- the reference: llhttp, as the gate runs it
+# -- the reference: llhttp, as the channel runs it
 
 
 @dataclass
@@ -347,7 +346,7 @@ class Message:
 @dataclass
 class Reference:
     """
-    The requests llhttp (strict, as the gate runs it) finds in some bytes,
+    The requests llhttp (strict, as the channel runs it) finds in some bytes,
     and why it stopped, if it refused them.
     """
 
@@ -396,7 +395,7 @@ class _Collector:
 
 def llhttp_reference(data: bytes) -> Reference:
     """
-    Parse C{data} as the gate does: llhttp, strict; after an upgrade
+    Parse C{data} as the channel does: llhttp, strict; after an upgrade
     request, a new parser for what follows its head.
     """
     collector = _Collector()
@@ -609,8 +608,7 @@ def comparable(outcome: Outcome) -> tuple[Any, ...]:
     faults, which one is named can depend on the reads. llhttp reports a
     header field only once the next one begins, so C{max_headers} is
     passed (431) or the next name's bad byte is found first (400)
-    depending on where a read ends; and Twisted reads a request line
-    before the gate has the bad header after it. Either way the input is
+    depending on where a read ends. Either way the input is
     refused at that request and the connection closed.
     """
     return (
@@ -630,26 +628,6 @@ def statuses(output: bytes) -> list[str]:
     # Found loosely: a malformed output is reported by problems().
     found = [int(s) for s in re.findall(rb"HTTP/1\.[01] (\d\d\d) ", output)]
     return ["refused" if s in EDGE_REFUSALS - {408} else str(s) for s in found]
-
-
-def lost_in_refused_read(coarse: Outcome, fine: Outcome) -> bool:
-    """
-    Whether C{coarse} differs from C{fine} (the same input, in smaller
-    reads) only as the known bug of the gate: a read it refuses is refused
-    whole unless it began between two requests, so the requests that ended
-    in it before the fault are neither answered nor served (see
-    C{test_refused_read_answers_requests_before_it}).
-    """
-    got, full = statuses(coarse.output), statuses(fine.output)
-    return (
-        bool(got)
-        and got[-1] == "refused"
-        and got[:-1] == full[: len(got) - 1]
-        and got != full
-        and coarse.seen == fine.seen[: len(coarse.seen)]
-        and coarse.closed
-        and not coarse.raised
-    )
 
 
 _NO_UPGRADE_BODY = b"a request to switch protocols cannot have a body here"
@@ -673,7 +651,7 @@ def went_past_refusal(coarse: Outcome, fine: Outcome, refusal: bytes) -> bool:
 def head_size_depends_on_reads(coarse: Outcome, fine: Outcome) -> bool:
     """
     Whether C{coarse} differs from C{fine} only as the known bug of the
-    gate: a head read whole is measured by what llhttp reports of it, one
+    channel: a head read whole is measured by what llhttp reports of it, one
     still arriving by its raw bytes (C{max_head} + 128), so a head with
     enough whitespace around its values is taken in one read and refused
     in smaller ones (see C{test_head_size_in_any_reads}).
@@ -725,7 +703,7 @@ def _header_problems(seen: Seen) -> list[str]:
 
 def _request_problems(seen: Seen, message: Message) -> list[str]:
     """
-    What is wrong with C{seen}, alone and as the request llhttp (the gate)
+    What is wrong with C{seen}, alone and as the request llhttp (the channel's parser)
     read, C{message}.
     """
     out = _header_problems(seen)
@@ -745,8 +723,8 @@ def _request_problems(seen: Seen, message: Message) -> list[str]:
     limit = max_body_of(seen)
     if len(seen.body) > limit:
         out.append(f"a body of {len(seen.body)} bytes, over max_body ({limit})")
-    # The same request as the gate's llhttp read: nothing Twisted reads
-    # differently from the gate may reach an application.
+    # The same request as llhttp read: nothing read differently may reach
+    # an application.
     if (seen.method, seen.version) != (
         message.method,
         b"HTTP/" + message.version.encode(),
@@ -809,7 +787,7 @@ def problems(outcome: Outcome, reference: Reference) -> list[str]:
     if len(finals) > len(reference.messages) + 1:
         out.append(f"{len(finals)} responses to {len(reference.messages)} requests")
     # Each final response answers the request llhttp read at its place (the
-    # last may instead be the gate's refusal); the recorder's say which of
+    # last may instead be the channel's refusal); the recorder's say which of
     # the requests it saw they answer.
     recorded = []
     for i, r in enumerate(finals):

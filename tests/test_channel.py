@@ -1,6 +1,6 @@
 """
-Unit tests of L{txrouter.channel.RouterChannel}: the strict gate and the
-edge's limits, with raw request bytes through a real channel of a
+Unit tests of L{txrouter.channel.RouterChannel}: strict parsing by llhttp
+and the edge's limits, with raw request bytes through a real channel of a
 L{RouterSite}, on an in-memory transport and clock.
 """
 
@@ -339,7 +339,7 @@ class HeldDeadlineTests(ChannelTestCase):
     """
     A head or body deadline counts only the time in which the router reads
     and waits for the client: not while it answers an earlier request on
-    the connection (the gate reads pipelined bytes ahead of Twisted), nor
+    the connection (pipelined requests are read as they arrive), nor
     while it holds reading because the client takes nothing of a response.
     """
 
@@ -493,15 +493,14 @@ class HeldDeadlineTests(ChannelTestCase):
 
 class ReadAheadTests(ChannelTestCase):
     """
-    The gate reads pipelined requests as they arrive, ahead of Twisted,
-    which keeps them while it answers the one before.
+    Pipelined requests are read as they arrive, and kept while the one
+    before them is answered.
     """
 
     def test_kept_bytes_not_read_twice(self) -> None:
         """
-        The bytes Twisted kept while answering are not read by the gate a
-        second time: what it learned of each request (here: whether it has
-        a header name with C{_}) stays with that request.
+        What was learned of each request read ahead (here: whether it has a
+        header name with C{_}) stays with that request.
         """
         seen: list[Any] = []
 
@@ -541,7 +540,7 @@ class ReadAheadTests(ChannelTestCase):
 
 class RefusedInTurnTests(ChannelTestCase):
     """
-    A pipelined request the gate refuses is answered after the requests
+    A pipelined request that is refused is answered after the requests
     before it, never instead of them.
     """
 
@@ -587,9 +586,9 @@ class RefusedInTurnTests(ChannelTestCase):
 
     def test_upgrade_with_body(self) -> None:
         """
-        A request asking to switch protocols with a body is refused: the
-        body would otherwise be read as a request by the gate and as a
-        body by Twisted.
+        A request asking to switch protocols with a body is refused: llhttp
+        would read the body as the new protocol's bytes (a request hidden
+        in it would be served next), where the request says it is a body.
         """
         client = self.client()
         inner = b"GET /app/ HTTP/1.1\r\nHost: a\r\nX_Proto: https\r\n\r\n"
@@ -622,13 +621,13 @@ class ConnectionLimitTests(ChannelTestCase):
 
 class HeaderNamesTests(ChannelTestCase):
     """
-    The edge's header checks with the gate in front.
+    The edge's header checks behind strict parsing.
     """
 
     def test_underscore_names_dropped(self) -> None:
         """
-        A name with C{_} is dropped behind the gate too (which tells the
-        request whether to look), and the others are kept.
+        A name with C{_} is dropped (the channel tells the request whether
+        to look), and the others are kept.
         """
         seen: list[Any] = []
 

@@ -13,7 +13,7 @@ Properties of every exchange:
   3. what reaches the application is unambiguous (one valid C{Host}, token
      names without C{_}, no control bytes but HTAB in values, one framing,
      an origin-form target without fragment, the body its framing says, no
-     more than C{max_body}), and is the very request the gate's llhttp read;
+     more than C{max_body}), and is the very request llhttp read;
   4. how the input is split into reads changes nothing;
   5. a request that llhttp (strict), and h11 when it is installed, refuse
      never reaches the application.
@@ -50,7 +50,6 @@ from tests.fuzzing import (
     h11_first_request,
     head_size_depends_on_reads,
     llhttp_reference,
-    lost_in_refused_read,
     parse_responses_loose,
     problems,
     statuses,
@@ -442,7 +441,6 @@ def known_bug_in(outcome: Outcome, reference: Reference, found: list[str]) -> st
 #: How a coarser split may differ from byte by byte because of a known bug.
 KNOWN_SPLIT_BUGS: dict[str, Callable[[Outcome, Outcome], bool]] = {
     "known bug: a head's size depends on its reads": head_size_depends_on_reads,
-    "known bug: the requests of a refused read are lost": lost_in_refused_read,
 }
 
 
@@ -482,8 +480,8 @@ def differential(request: bytes) -> None:
         + ("" if h11_reads is None else f", h11 {'reads' if h11_reads else 'refuses'}")
         + f"; edge: {answer(runs[0], reference)}"
     )
-    # Where the references refuse, nothing reaches the app. The gate is
-    # llhttp, so what llhttp alone refuses must not either; h11, when
+    # Where the references refuse, nothing reaches the app. The channel's
+    # parser is llhttp, so what llhttp alone refuses must not either; h11, when
     # installed, is a second opinion (the issue's "both refuse").
     #
     # The disagreements seen, and meant (the events of a run count them):
@@ -609,6 +607,16 @@ class FoundBugTests(SynchronousTestCase):
     Bugs the fuzz run found that are fixed, each with its minimised input.
     """
 
+    def test_refused_read_not_at_a_request_start(self) -> None:
+        """
+        A valid request whose first byte came in an earlier read, followed
+        by a bad byte, is answered before the refusal, as byte by byte.
+        """
+        data = b"GET / HTTP/1.1\r\nHost:a\r\n\r\n\x00"
+        split, finest = exchange([data[:1], data[1:]]), exchange(byte_by_byte(data))
+        self.assertEqual(statuses(finest.output), ["200", "refused"])
+        self.assertEqual(comparable(split), comparable(finest), describe(data, split))
+
     def test_refused_read_answers_requests_before_it(self) -> None:
         """
         A valid request followed by a bad byte in the same read is answered,
@@ -636,8 +644,8 @@ class FoundBugTests(SynchronousTestCase):
 
     def test_upgrade_request_body_smuggles_nothing(self) -> None:
         """
-        A request hidden in the body of an upgrade request, which the gate
-        once took for the next request and Twisted for the body, does not
+        A request hidden in the body of an upgrade request, which llhttp
+        takes for the new protocol's bytes (and once for the next request), does not
         reach the app with a name the edge drops.
         """
         hidden = b"GET / HTTP/1.1\r\nHost: a\r\nX_A: 1\r\n\r\n"
@@ -706,19 +714,3 @@ class KnownBugTests(SynchronousTestCase):
         data = b"GET / HTTP/1.1\r\nHost: a\r\nX:" + b" " * 610 + b"v\r\n\r\n"
         whole, finest = exchange([data]), exchange(byte_by_byte(data))
         self.assertEqual(comparable(whole), comparable(finest), describe(data, whole))
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="the requests that end in a refused read are served only when "
-        "the read began between two requests; otherwise the read is refused "
-        "whole, and they are neither answered nor served",
-    )
-    def test_refused_read_not_at_a_request_start(self) -> None:
-        """
-        A valid request whose first byte came in an earlier read, followed
-        by a bad byte, is answered before the refusal, as byte by byte.
-        """
-        data = b"GET / HTTP/1.1\r\nHost:a\r\n\r\n\x00"
-        split, finest = exchange([data[:1], data[1:]]), exchange(byte_by_byte(data))
-        self.assertEqual(statuses(finest.output), ["200", "refused"])
-        self.assertEqual(comparable(split), comparable(finest), describe(data, split))

@@ -1,33 +1,37 @@
 """
-L{RouterChannel}: Twisted's C{HTTPChannel} behind a strict gate.
+L{RouterChannel}: Twisted's C{HTTPChannel} with llhttp as its parser.
 
-Every byte a client sends is first parsed by llhttp (through C{httptools}),
-the parser of Node.js, strict by default: obs-folded headers, bare CR or LF,
+Every byte a client sends is parsed by llhttp (through C{httptools}), the
+parser of Node.js, strict by default: obs-folded headers, bare CR or LF,
 control characters, header names that are not tokens, any Content-Length /
 Transfer-Encoding ambiguity, transfer codings but C{chunked} and chunk sizes
-that overflow are a 400, and the connection is closed, before Twisted's own
-parser sees the bytes. The gate also keeps the edge's limits
-(L{txrouter.limits.Limits}): the size of the request line (414) and of the
-header fields (431), the time to receive a head and the pauses in a body
-(408), a client that stops reading (closed). C{max_body} is kept once the
-request's route is known (L{RouterChannel.allHeadersReceived}): a
-C{Content-Length} over it is a 413 sent instead of C{100 Continue}, and a
-chunked body is counted as it arrives.
+that overflow are a 400, and the connection is closed. Its callbacks build
+the L{txrouter.site.RouterRequest}s, so the site, the resource tree and the
+requests stay Twisted's own; Twisted's line parser is not used.
+
+The callbacks also keep the edge's limits (L{txrouter.limits.Limits}): the
+size of the request line (414) and of the header fields (431), the time to
+receive a head and the pauses in a body (408), a client that stops reading
+(closed). C{max_body} is kept once the request's route is known, when its
+head ends: a C{Content-Length} over it is a 413 sent instead of
+C{100 Continue}, and a chunked body is counted as it arrives.
+
+Requests are answered one at a time, in order. Those a client pipelines are
+parsed as they arrive (so bad bytes are refused, and deadlines run, as soon
+as they come) and wait their turn as requests with their bodies; a refusal
+waits for the answers to the requests before it, since a client reads
+answers in order. While a request is answered, at most
+C{_optimisticEagerReadSize} bytes are read ahead before reading pauses,
+as Twisted does.
 
 A head or body deadline counts only the time in which the router waits for
 the client: it stands still while an earlier request of the connection is
-being answered (the gate reads pipelined bytes ahead of Twisted, which
-turns to them only then) and while the router holds reading because the
-client takes nothing of its response (then C{send_timeout} runs instead).
-
-Twisted's parser then builds the L{txrouter.site.RouterRequest}s as before,
-so the site, the resource tree and the requests are Twisted's own.
+being answered and while the router holds reading because the client takes
+nothing of its response (then C{send_timeout} runs instead).
 """
 
 from __future__ import annotations
 
-from collections import deque
-from contextlib import suppress
 from typing import Any
 
 import httptools
@@ -48,7 +52,22 @@ _REASONS = {
     413: b"Content Too Large",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
+    505: b"HTTP Version Not Supported",
 }
+
+_VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
+
+# What the callbacks do not see of a head's bytes, counted towards
+# max_head so that it bounds about the head as sent: ": " and CRLF of each
+# field, and the method, spaces, version and CRLFs around the target.
+_FIELD_FRAMING = 4
+_LINE_FRAMING = 16
+# What that estimate may miss (spaces around values, a long method): llhttp
+# buffers a header until it ends, so a raw count of the bytes of an
+# unfinished head, bounded a little above C{max_head}, bounds the memory a
+# never-ending header can take.
+_RAW_SLACK = 128
 
 
 def _never() -> float:
@@ -61,66 +80,323 @@ class _Refused(Exception):
         self.code = code
 
 
+class _Stop(Exception):
+    """
+    Raised in a callback to stop llhttp: nothing more is read.
+    """
+
+
+class _Head:
+    """
+    What llhttp found in a request's head, kept with the request until it
+    is its turn to be answered.
+    """
+
+    __slots__ = ("closes", "expects_continue", "method", "target", "version", "whole")
+
+    def __init__(
+        self, method: bytes, target: bytes, version: bytes, closes: bool
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        #: Whether the connection ends with this request.
+        self.closes = closes
+        self.expects_continue = False
+        #: Whether its body has been received whole.
+        self.whole = False
+
+
 class RouterChannel(HTTPChannel):
     """
-    An C{HTTPChannel} whose input passes L{_Gate} first.
+    An C{HTTPChannel} whose requests llhttp parses, within the edge's limits.
     """
 
     limits = Limits()
     #: Set by the site that builds it.
     site: Any = None
-    # Twisted's own limits, above ours: the gate answers first, with the
-    # right status.
-    MAX_LENGTH = 1 << 20
-    totalHeadersSize = 1 << 20
-    maxHeaders = 1 << 16
+    #: The listening port's count of open connections this one is part of
+    #: (set by the site that builds it).
+    listener: Any = None
 
+    # Whether the connection is being refused, or reads no more (its last
+    # request has been received).
     _refusing = False
-    _body_left: int | None = None
+    _read_all = False
+    # A refusal waiting for the requests before it to be answered.
+    _held: _Refused | None = None
+    # Bytes read while a request is answered.
+    _ahead = 0
+    # Whether the loop that answers requests in turn is running.
+    _turning = False
+
+    # The request whose head or body is being parsed, and what is left of
+    # the body its route takes.
+    _parsing: Any = None
+    _body_left = 0
+
     # When the head or body now being received must have arrived or moved
     # (and which), and when a client that takes nothing is dropped: checked
     # by the site's sweep (L{check_deadlines}) rather than a timer per
-    # request, which would cost more than the rest of the gate.
+    # request, which would cost more than the rest of the channel.
     _deadline: float | None = None
     _waiting_for = ""
     _send_deadline: float | None = None
-    # Whether a request of this connection is being answered (Twisted reads
-    # no further request until it is).
-    _answering = False
     # The seconds left of the head or body deadline while the router does
     # not wait for the client (answering, or holding reading while the
     # client takes nothing): C{_deadline} is then L{None}, and set again
     # from this when the router waits for the client once more.
     _left: float | None = None
-    #: The listening port's count of open connections this one is part of
-    #: (set by the site that builds it).
-    listener: Any = None
 
     def connectionMade(self) -> None:
-        self._gate = _Gate(self)
         self._now = self.site.reactor.seconds if self.site is not None else _never
+        self._parser = httptools.HttpRequestParser(self)
+        self._raw_limit = self.limits.max_head + _RAW_SLACK
+        self._in_body = False
+        self._raw = 0
         super().connectionMade()
 
-    def dataReceived(self, data: bytes) -> None:
-        if self._refusing or self._held is not None:
-            return
-        gate = self._gate
-        between, completed = gate.between, gate.completed
-        try:
-            gate.feed(data)
-        except _Refused as refused:
-            # Requests that ended in this read before the refused one are
-            # served first: Twisted gets their bytes, and no more.
-            done = gate.completed - completed
-            end = _end_of(data, done) if done and between else None
-            if end is not None:
-                super().dataReceived(data[:end])
-            self._refuse_in_turn(refused)
-            return
-        super().dataReceived(data)
+    # -- reading
 
-    # A refusal waiting for the requests before it to be answered.
-    _held: _Refused | None = None
+    def dataReceived(self, data: bytes) -> None:
+        if self._refusing or self._read_all or self._held is not None:
+            return
+        self.resetTimeout()
+        if self._handlingRequest:
+            self._ahead += len(data)
+            if (
+                self._ahead > self._optimisticEagerReadSize
+                and not self._waitingForTransport
+            ):
+                self._networkProducer.pauseProducing()
+        # Set back to 0 when a head, a chunk's size line or a message ends,
+        # less the body: what is left is the bytes of a head, of a chunk's
+        # size line or of trailer fields still arriving, which llhttp keeps
+        # until they end.
+        self._raw += len(data)
+        try:
+            self._feed(data)
+            if self._raw > self._raw_limit and not self._read_all:
+                what = "trailer fields are" if self._in_body else "request head is"
+                raise _Refused(431, f"the {what} too large")
+        except _Refused as refused:
+            self._refuse_in_turn(refused)
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as e:
+            # One of our callbacks raised (llhttp wraps what they raise).
+            if isinstance(e.__context__, _Stop):
+                return
+            raise (e.__context__ or e) from None
+        except httptools.HttpParserUpgrade as upgrade:
+            # The request asking to switch protocols has been answered as a
+            # plain one (nothing is tunnelled yet): what follows its head is
+            # the next request.
+            self._parser = httptools.HttpRequestParser(self)
+            rest = data[upgrade.args[0] :]
+            if rest and not self._read_all:
+                self._feed(rest)
+        except httptools.HttpParserError as e:
+            raise _Refused(400, f"not valid HTTP/1.1 ({e})") from None
+
+    # -- llhttp's callbacks
+
+    def on_message_begin(self) -> None:
+        if self._refusing or self._read_all:
+            raise _Stop()
+        # Never "queued" (a deprecated mode of Twisted's): a request writes
+        # nothing before its turn, since it is answered only then.
+        request = self.requestFactory(self)
+        self.requests.append(request)
+        self._parsing = request
+        self._url: list[bytes] = []
+        self._url_size = self._head_size = self._fields = 0
+        self._underscored = False
+        self._length: bytes | None = None
+        self._chunked = False
+        self._expect = False
+        self._head_started()
+
+    def on_url(self, url: bytes) -> None:
+        self._url_size += len(url)
+        if self._url_size > self.limits.max_request_line:
+            raise _Refused(414, "the request target is too long")
+        self._url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        limits = self.limits
+        size = len(name) + len(value)
+        self._head_size += size + _FIELD_FRAMING
+        self._fields += 1
+        if size > limits.max_header:
+            raise _Refused(431, "a header field is too large")
+        if self._fields > limits.max_headers:
+            raise _Refused(431, "too many header fields")
+        if self._head_size + self._url_size + _LINE_FRAMING > limits.max_head:
+            raise _Refused(431, "the request head is too large")
+        if self._in_body:
+            return  # a trailer field: counted, and dropped as Twisted does
+        value = value.strip(b" \t")
+        named = len(name)
+        if named == 14 or named == 17 or named == 6:
+            lower = name.lower()
+            if lower == b"content-length":
+                self._length = value
+            elif lower == b"transfer-encoding":
+                self._transfer_coding(value)
+            elif lower == b"expect":
+                self._expect = value.lower() == b"100-continue"
+        if b"_" in name:
+            self._underscored = True
+        self._parsing.requestHeaders.addRawHeader(name, value)
+
+    def _transfer_coding(self, value: bytes) -> None:
+        # llhttp takes other codings before a final "chunked", but the
+        # router decodes none (RFC 9112 section 6.1: 501); without a final
+        # "chunked", or with it twice, the body has no known length (400).
+        if self._chunked or value.rpartition(b",")[2].strip().lower() != b"chunked":
+            raise _Refused(400, "not valid HTTP/1.1 (the body's length is unknown)")
+        if value.lower() != b"chunked":
+            raise _Refused(501, "no transfer coding but 'chunked' is served")
+        self._chunked = True
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        request = self._parsing
+        version = _VERSIONS.get(parser.get_http_version())
+        if version is None:
+            raise _Refused(505, "only HTTP/1.1 and HTTP/1.0 are served")
+        length = None if self._chunked else int(self._length or 0)
+        head = _Head(
+            parser.get_method(),
+            b"".join(self._url),
+            version,
+            not (version == b"HTTP/1.1" and parser.should_keep_alive()),
+        )
+        if parser.should_upgrade() and length != 0:
+            # llhttp takes what follows the head for the new protocol, where
+            # the request says it is its body.
+            raise _Refused(400, "a request to switch protocols cannot have a body here")
+        # The edge drops header names with "_": say whether there are any.
+        request.underscored_names = self._underscored
+        limit = self.limits.max_body
+        site = self.site
+        if site is not None and getattr(site.resource, "has_own_max_body", False):
+            host = request.requestHeaders.getRawHeaders(b"host", [b""])[-1]
+            limit = site.max_body_for(host, head.target)
+        if length is not None and length > limit:
+            raise _Refused(
+                413, f"the body is larger than this URL takes ({limit} bytes)"
+            )
+        head.expects_continue = self._expect and version == b"HTTP/1.1"
+        request.head = head
+        request.gotLength(length)
+        self._body_left = limit
+        self._in_body = True
+        self._raw = 0
+        self._head_done()
+        if not self._handlingRequest:
+            self._answer_in_turn()
+
+    def on_chunk_header(self) -> None:
+        self._raw = 0
+
+    def on_body(self, body: bytes) -> None:
+        self._raw -= len(body)
+        self._body_left -= len(body)
+        if self._body_left < 0:
+            raise _Refused(413, "the body is larger than this URL takes")
+        self._parsing.handleContentChunk(body)
+        self._body_moved()
+
+    def on_message_complete(self) -> None:
+        request, self._parsing = self._parsing, None
+        head = request.head
+        head.whole = True
+        self._in_body = False
+        self._raw = 0
+        self._message_done()
+        if head.closes:
+            # What a client sends after a request that ends the connection
+            # is not read.
+            self._read_all = True
+        if not self._handlingRequest:
+            self._answer_in_turn()
+        if self._read_all or self._refusing:
+            raise _Stop()
+
+    # -- answering in turn
+
+    def _answer_in_turn(self) -> None:
+        """
+        Start the turn of the first request waiting, answer it once it is
+        whole, and go on with the next while they are answered at once; if
+        none is left before a refusal, refuse.
+        """
+        if self._turning:
+            return  # the loop below, further up the stack, goes on
+        self._turning = True
+        try:
+            while not self._handlingRequest and not self._refusing:
+                if not self.requests:
+                    held = self._held
+                    if held is not None:
+                        self._held = None
+                        self.refuse(held.code, str(held))
+                    return
+                request = self.requests[0]
+                head = request.head
+                if head is None:
+                    return  # its head is still arriving
+                if not request.turn_started:
+                    request.turn_started = True
+                    request.parseCookies()
+                    self.persistent = self._persists(request, head)
+                    if head.expects_continue and not head.whole:
+                        self._send100Continue()
+                if not head.whole:
+                    return  # its body is still arriving
+                self._answer(request, head)
+        finally:
+            self._turning = False
+
+    def _answer(self, request: Any, head: _Head) -> None:
+        self._handlingRequest = True
+        self._ahead = 0
+        self._stand_still()
+        request.requestReceived(head.method, head.target, head.version)
+
+    def _persists(self, request: Any, head: _Head) -> bool:
+        """
+        Whether the connection stays open after C{request}, as Twisted's
+        C{checkPersistence} decides (only HTTP/1.1 without C{close}), with
+        llhttp's reading of C{Connection}, which finds C{close} in any list.
+        """
+        if not head.closes:
+            return True
+        if head.version == b"HTTP/1.1":
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        return False
+
+    def requestDone(self, request: Any) -> None:
+        if request is not self.requests[0]:
+            raise TypeError(request)
+        del self.requests[0]
+        if not self._waitingForTransport:
+            self._networkProducer.resumeProducing()
+        if not self.persistent:
+            # After an answer that closes the connection, no request is
+            # read: none is late.
+            self._left = None
+            self.loseConnection()
+            return
+        self._handlingRequest = False
+        self.resetTimeout()  # idle from now
+        if self._left is not None and self._send_deadline is None:
+            self._go_on()
+        self._answer_in_turn()
 
     def _refuse_in_turn(self, refused: _Refused) -> None:
         """
@@ -128,86 +404,51 @@ class RouterChannel(HTTPChannel):
         answered: a pipelining client reads answers in order, and an early
         error would read as the answer to an earlier request.
         """
-        if self._answering and not self._refusing:
+        parsing, self._parsing = self._parsing, None
+        if parsing is not None:
+            # The refused request: never answered.
+            self.requests.remove(parsing)
+            content = getattr(parsing, "content", None)
+            if content is not None:
+                content.close()
+        if self._refusing:
+            return
+        if self.requests or self._handlingRequest:
             self._held = refused
             self._deadline = self._left = None
             return
         self.refuse(refused.code, str(refused))
-
-    def setLineMode(self, extra: bytes = b"") -> Any:
-        # Twisted calls this when a request has been answered, with the
-        # bytes it kept meanwhile: they passed the gate as they arrived, and
-        # must not again (llhttp would read them twice, and the targets it
-        # queues would belong to the wrong requests). Nothing more is read
-        # from a connection being refused.
-        self.line_mode = 1
-        if extra and not self._refusing:
-            return super().dataReceived(extra)
-        return None
-
-    # -- max_body, once the route is known
-
-    def allHeadersReceived(self) -> None:
-        request = self.requests[-1]
-        target, underscored = (
-            self._gate.targets.popleft() if self._gate.targets else (b"/", True)
-        )
-        # The edge drops header names with "_"; the gate saw whether any.
-        request.underscored_names = underscored
-        limit = self.limits.max_body
-        site = self.site
-        if site is not None and getattr(site.resource, "has_own_max_body", False):
-            host = request.requestHeaders.getRawHeaders(b"host", [b""])[-1]
-            limit = site.max_body_for(host, target)
-        if self.length is not None and self.length > limit:
-            self.refuse(413, f"the body is larger than this URL takes ({limit} bytes)")
-            return
-        self._body_left = limit
-        super().allHeadersReceived()
-
-    def body_received(self, size: int) -> None:
-        """
-        C{size} more bytes of a request body arrived.
-        """
-        if self._body_left is not None:
-            self._body_left -= size
-            if self._body_left < 0:
-                self.refuse(413, "the body is larger than this URL takes")
 
     # -- deadlines
 
     # While the router does not wait for the client, a deadline that starts
     # is kept in C{_left}, counted once it waits again.
 
-    def head_started(self) -> None:
+    def _head_started(self) -> None:
         if self._waiting_for != "head":
             self._waiting_for = "head"
-            if self._answering or self._send_deadline is not None:
+            if self._handlingRequest or self._send_deadline is not None:
                 self._left = self.limits.head_timeout
             else:
                 self._deadline = self._now() + self.limits.head_timeout
 
-    def head_done(self) -> None:
+    def _head_done(self) -> None:
         self._waiting_for = "body"
-        if self._answering or self._send_deadline is not None:
+        if self._handlingRequest or self._send_deadline is not None:
             self._left = self.limits.body_timeout
         else:
             self._deadline = self._now() + self.limits.body_timeout
 
-    def body_moved(self) -> None:
-        if self._answering or self._send_deadline is not None:
+    def _body_moved(self) -> None:
+        if self._handlingRequest or self._send_deadline is not None:
             self._left = self.limits.body_timeout
         else:
             self._deadline = self._now() + self.limits.body_timeout
 
-    def message_done(self) -> None:
+    def _message_done(self) -> None:
         self._waiting_for = ""
         self._deadline = None
-        if self._left is not None:
-            self._left = None
-        # The count of the body (_body_left) goes on: the gate reads ahead
-        # of Twisted, which may not have been given the body's end yet;
-        # the next request's head sets it anew.
+        self._left = None
 
     def _stand_still(self) -> None:
         """
@@ -225,30 +466,6 @@ class RouterChannel(HTTPChannel):
         if self._left is not None:
             self._deadline = self._now() + self._left
             self._left = None
-
-    def allContentReceived(self) -> None:
-        if self._refusing:
-            return  # refused while its body was read (a 413): not served
-        # Set before Twisted answers: an answer may end within this call.
-        self._answering = True
-        if self._deadline is not None:
-            self._stand_still()
-        super().allContentReceived()
-
-    def requestDone(self, request: Any) -> None:
-        # Set before Twisted turns to the requests the gate has read ahead
-        # (within this call), which may be answered at once in turn. After
-        # an answer that closes the connection, none is read: none is late.
-        self._answering = False
-        if not self.persistent:
-            self._left = None
-        elif self._left is not None and self._send_deadline is None:
-            self._go_on()
-        super().requestDone(request)
-        held = self._held
-        if held is not None and not self._answering:
-            self._held = None
-            self.refuse(held.code, str(held))
 
     def check_deadlines(self, now: float) -> None:
         """
@@ -279,7 +496,7 @@ class RouterChannel(HTTPChannel):
     def resumeProducing(self) -> None:
         if self._send_deadline is not None:
             self._send_deadline = None
-            if not self._answering:
+            if not self._handlingRequest:
                 self._go_on()
             # Idle, if it is, from now: the response has gone out.
             self.resetTimeout()
@@ -288,11 +505,17 @@ class RouterChannel(HTTPChannel):
     # -- keep-alive
 
     def timeoutConnection(self) -> None:
-        # Twisted's idle timer runs from the last bytes received; it closes
-        # only a connection that is idle, not one whose request is being
-        # received (its own deadlines run) or whose response the client is
-        # still taking (C{send_timeout} runs).
-        if self._waiting_for or self._send_deadline is not None:
+        # Twisted's idle timer runs from the last bytes received or the
+        # last answer; it closes only a connection that is idle, not one
+        # whose request is being answered (however long that takes) or
+        # received (its own deadlines run), or whose response the client
+        # is still taking (C{send_timeout} runs). It is set again rather
+        # than stopped and started for each request, which costs more.
+        if (
+            self._handlingRequest
+            or self._waiting_for
+            or self._send_deadline is not None
+        ):
             self.setTimeout(self.timeOut)
             return
         super().timeoutConnection()
@@ -336,173 +559,3 @@ class RouterChannel(HTTPChannel):
         listener = self.listener
         if listener is not None:
             listener.open -= 1
-
-
-# What the callbacks do not see of a head's bytes, counted towards
-# max_head so that it bounds about the head as sent: ": " and CRLF of each
-# field, and the method, spaces, version and CRLFs around the target.
-_FIELD_FRAMING = 4
-_LINE_FRAMING = 16
-# The header fields that say a request has a body.
-_FRAMING_NAMES = (b"content-length", b"transfer-encoding")
-_FRAMING_LENGTHS = (14, 17)
-# What the estimate above may miss (spaces around values, a long method).
-_RAW_SLACK = 128
-
-
-class _MessageCounter:
-    def __init__(self) -> None:
-        self.done = 0
-
-    def on_message_complete(self) -> None:
-        self.done += 1
-
-
-def _messages_in(data: bytes) -> int:
-    counter = _MessageCounter()
-    with suppress(httptools.HttpParserError, httptools.HttpParserUpgrade):
-        httptools.HttpRequestParser(counter).feed_data(data)
-    return counter.done
-
-
-def _end_of(data: bytes, count: int) -> int | None:
-    """
-    The length of the shortest start of C{data} (which starts between two
-    messages) in which C{count} messages end, found by bisection with
-    fresh parsers; L{None} if it has fewer. Only a refused read pays this.
-    """
-    if _messages_in(data) < count:
-        return None
-    low, high = 1, len(data)
-    while low < high:
-        middle = (low + high) // 2
-        if _messages_in(data[:middle]) >= count:
-            high = middle
-        else:
-            low = middle + 1
-    return low
-
-
-class _Gate:
-    """
-    llhttp over the raw input, with the limits counted in its callbacks.
-    """
-
-    def __init__(self, channel: RouterChannel) -> None:
-        self._channel = channel
-        self._limits = channel.limits
-        self._parser = httptools.HttpRequestParser(self)
-        # The bytes of an unfinished head are bounded here, a little above
-        # what the callbacks count (so that a head they would take is not
-        # cut by this, however its bytes arrive): a header that never ends
-        # is refused before it takes more memory than this.
-        self._raw_limit = self._limits.max_head + _RAW_SLACK
-        # The target of each head parsed here and not yet by Twisted (the
-        # gate reads pipelined requests ahead of it).
-        self.targets: deque[tuple[bytes, bool]] = deque()
-        self._url_parts: list[bytes] = []
-        #: Whether no message is being parsed, and how many have ended.
-        self.between = True
-        self.completed = 0
-        self._start()
-
-    _underscored = False
-
-    def _start(self) -> None:
-        self._url = 0
-        self._head = 0
-        self._fields = 0
-        # Bytes received since the last head ended, while no body is being
-        # read: llhttp buffers a header until it ends, so this, not the
-        # callbacks, bounds the memory a never-ending header can take.
-        self._raw = 0
-        self._in_body = False
-
-    def feed(self, data: bytes) -> None:
-        if not self._in_body:
-            self._raw += len(data)  # set back to 0 when a head ends in it
-        self._feed(data)
-        if not self._in_body and self._raw > self._raw_limit:
-            raise _Refused(431, "the request head is too large")
-
-    def _feed(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError:
-            # One of our callbacks refused (llhttp wraps what they raise).
-            refused, self._refused = self._refused, None
-            if refused is None:
-                raise
-            raise refused from None
-        except httptools.HttpParserUpgrade as upgrade:
-            if self._with_body:
-                # llhttp takes what follows the head for the new protocol,
-                # so the gate would read the body as the next request,
-                # where Twisted reads it as the body.
-                self.completed -= 1  # llhttp ended it at its head: it is not whole
-                raise _Refused(
-                    400, "a request to switch protocols cannot have a body here"
-                ) from None
-            # Answered as a plain request (nothing is tunnelled yet): go on
-            # with what follows its head as the next request.
-            self._parser = httptools.HttpRequestParser(self)
-            self._start()
-            rest = data[upgrade.args[0] :]
-            if rest:
-                self._feed(rest)
-        except httptools.HttpParserError as e:
-            raise _Refused(400, f"not valid HTTP/1.1 ({e})") from None
-
-    _refused: _Refused | None = None
-
-    def _refuse(self, code: int, why: str) -> None:
-        self._refused = _Refused(code, why)
-        raise self._refused
-
-    # -- llhttp's callbacks
-
-    _with_body = False
-
-    def on_message_begin(self) -> None:
-        self.between = False
-        self._with_body = False
-        self._url = self._head = self._fields = 0
-        self._url_parts = []
-        self._underscored = False
-        self._channel.head_started()
-
-    def on_url(self, url: bytes) -> None:
-        self._url += len(url)
-        if self._url > self._limits.max_request_line:
-            self._refuse(414, "the request target is too long")
-        self._url_parts.append(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if b"_" in name:
-            self._underscored = True
-        if len(name) in _FRAMING_LENGTHS and name.lower() in _FRAMING_NAMES:
-            self._with_body = value.strip() != b"0"
-        size = len(name) + len(value)
-        self._head += size + _FIELD_FRAMING
-        self._fields += 1
-        if size > self._limits.max_header:
-            self._refuse(431, "a header field is too large")
-        if self._fields > self._limits.max_headers:
-            self._refuse(431, "too many header fields")
-        if self._head + self._url + _LINE_FRAMING > self._limits.max_head:
-            self._refuse(431, "the request head is too large")
-
-    def on_headers_complete(self) -> None:
-        self.targets.append((b"".join(self._url_parts), self._underscored))
-        self._in_body = True
-        self._raw = 0
-        self._channel.head_done()
-
-    def on_body(self, body: bytes) -> None:
-        self._channel.body_moved()
-
-    def on_message_complete(self) -> None:
-        self.between = True
-        self.completed += 1
-        self._in_body = False
-        self._channel.message_done()

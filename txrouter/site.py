@@ -62,8 +62,12 @@ class RouterRequest(Request):
     """
 
     _refused: str | None = None
-    #: Whether a header name may have "_" (the strict gate tells when not).
+    #: Whether a header name may have "_" (the strict channel tells when not).
     underscored_names = True
+    #: What the strict channel parsed of the head (L{txrouter.channel}), and
+    #: whether it is this request's turn to be answered.
+    head: Any = None
+    turn_started = False
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         try:
@@ -97,12 +101,6 @@ class RouterRequest(Request):
         self.channel.persistent = False
         self.write(body)
         self.finish()
-
-    def handleContentChunk(self, data: bytes) -> None:
-        count = getattr(self.channel, "body_received", None)
-        if count is not None:
-            count(len(data))
-        super().handleContentChunk(data)
 
     def finish(self) -> None:
         super().finish()

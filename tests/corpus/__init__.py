@@ -44,7 +44,7 @@ PLACEHOLDER = b"{R}"
 ROUTES = ("inp", "wrk", "prx")
 
 #: What the edge answers when it refuses a request, and then closes.
-REFUSALS = frozenset({400, 408, 413, 414, 431})
+REFUSALS = frozenset({400, 408, 413, 414, 431, 501, 505})
 
 #: The path of L{follow_up}.
 FOLLOW_UP = "/follow-up"
