@@ -1,5 +1,6 @@
 """
-Tests for the C{txrouter check} command, L{txrouter.cli.main}.
+Tests for the C{txrouter check}, C{explain} and C{schema} commands,
+L{txrouter.cli.main}.
 
 Most run C{main} in this process with its output captured; one runs the
 command as a child process to prove its exit status for real.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +23,9 @@ import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from txrouter.cli import main
+from txrouter.config import load_config
+from txrouter.explain import explain
+from txrouter.schema import routes_schema
 
 pytestmark = pytest.mark.unit
 
@@ -222,6 +227,114 @@ class CheckTests(SynchronousTestCase):
             error = self.assertRaises(SystemExit, main, [])
         self.assertEqual(error.code, 2)
         self.assertIn("usage: txrouter", err.getvalue())
+
+
+class ExplainTests(SynchronousTestCase):
+    """
+    C{txrouter explain FILE URL} prints what the router would do, and exits
+    0 when a route takes the request, 1 when none does or the file is not
+    valid.
+    """
+
+    def setUp(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="txrouter-cli-")).resolve()
+        self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
+        (self.root / "pub").mkdir()
+        (self.root / "pub" / "a.txt").write_text("a\n")
+
+    def write(self, text: str) -> Path:
+        path = self.root / "routes.yaml"
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    run_main = CheckTests.run_main
+
+    def test_route(self) -> None:
+        """
+        A URL a route takes: its explanation on stdout, exit 0.
+        """
+        path = self.write(VALID)
+        status, out, err = self.run_main("explain", str(path), "/old/x?y=1")
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn(f"route:    {path}:4: routes['/old/']: redirect /files/", out)
+        self.assertIn("answer:   301 Moved Permanently, Location: /files/x?y=1", out)
+
+    def test_options(self) -> None:
+        """
+        C{--host} chooses the host table, C{--method} the method, and
+        C{--json} prints what L{explain} returns, as JSON.
+        """
+        path = self.write(VALID)
+        status, out, err = self.run_main(
+            "explain",
+            str(path),
+            "/a.txt",
+            "--host",
+            "shop.example.com",
+            "--method",
+            "head",
+            "--json",
+        )
+        self.assertEqual((status, err), (0, ""))
+        expected = explain(load_config(path), "/a.txt", "shop.example.com", "head")
+        self.assertEqual(json.loads(out), expected)
+        self.assertEqual(expected["request"]["method"], "HEAD")
+        self.assertEqual(expected["host"]["match"], "exact")
+        self.assertEqual(expected["file"]["path"], str(self.root / "pub" / "a.txt"))
+
+    def test_no_route(self) -> None:
+        """
+        A URL no route takes: the router's 404 is explained, exit 1.
+        """
+        path = self.write(VALID)
+        status, out, err = self.run_main("explain", str(path), "http://x.test/else")
+        self.assertEqual((status, err), (1, ""))
+        self.assertIn("answer:   404 Not Found: no route matches this URL", out)
+
+    def test_refused(self) -> None:
+        """
+        A target the router refuses outright: its 400, exit 1.
+        """
+        path = self.write(VALID)
+        status, out, _ = self.run_main("explain", str(path), "files/x")
+        self.assertEqual(status, 1)
+        self.assertIn("400 Bad Request", out)
+
+    def test_invalid_file(self) -> None:
+        """
+        An invalid file: exactly what C{check} prints, exit 1, nothing on
+        stdout.
+        """
+        path = self.write(INVALID)
+        explained = self.run_main("explain", str(path), "/")
+        checked = self.run_main("check", str(path))
+        self.assertEqual(explained, checked)
+        self.assertEqual(explained[:2], (1, ""))
+
+    def test_bad_method(self) -> None:
+        """
+        A method that is not an HTTP token is a usage error: exit 2.
+        """
+        path = self.write(VALID)
+        status, out, err = self.run_main("explain", str(path), "/", "--method", "A B")
+        self.assertEqual((status, out), (2, ""))
+        self.assertEqual(err, "txrouter explain: not an HTTP method: 'A B'\n")
+
+
+class SchemaTests(SynchronousTestCase):
+    """
+    C{txrouter schema} prints the JSON Schema of routes.yaml.
+    """
+
+    def test_prints(self) -> None:
+        """
+        The output is L{routes_schema}, as JSON; exit 0.
+        """
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            status = main(["schema"])
+        self.assertEqual(status, 0)
+        self.assertEqual(json.loads(out.getvalue()), routes_schema())
 
 
 class ChildProcessTests(SynchronousTestCase):

@@ -1808,6 +1808,35 @@ class BulkheadOptionTests(SynchronousTestCase):
         self.assertEqual(other.admission, Admission(None, 1000))  # type: ignore[attr-defined]
         self.assertEqual(other.timeout, 60.0)  # type: ignore[attr-defined]
 
+    def test_left_empty(self) -> None:
+        """
+        An option written with no value (YAML's null) is not given, as for
+        every other option: C{max_concurrent:} and C{max_body:} left empty
+        are the defaults, not a limit of 1 (nor C{cache:} a max-age of 0).
+        """
+        root = make_site(self)
+        config = load_config(
+            write_routes(
+                root,
+                """
+                listen: tcp:8080
+                routes:
+                  /up/:
+                    wsgi: "hello:app"
+                    path: hello
+                    max_concurrent:
+                    max_body:
+                  /pub/:
+                    static: pub
+                    cache:
+                """,
+            )
+        )
+        up, pub = (config.tables[""][p] for p in ("/up/", "/pub/"))
+        self.assertEqual(up.admission, Admission(None, 1000))  # type: ignore[attr-defined]
+        self.assertIsNone(up.max_body)  # type: ignore[attr-defined]
+        self.assertIsNone(pub.cache)  # type: ignore[attr-defined]
+
     def test_problems(self) -> None:
         """
         A zero or fractional C{max_concurrent}, a negative C{queue}, a zero

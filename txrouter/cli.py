@@ -2,6 +2,9 @@
 The C{txrouter} command:
 
     txrouter check routes.yaml            validate a file, load its apps
+    txrouter explain routes.yaml URL      which route serves URL, and what
+          [--host H] [--method M] [--json]  its target sees
+    txrouter schema                       the JSON Schema of routes.yaml
     txrouter reload  [--config FILE]      the running router re-reads FILE
     txrouter restart PREFIX [--host H]    new workers for one route
     txrouter upgrade [--config FILE]      a new router process, same sockets
@@ -22,20 +25,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from txrouter.config import load_config
+from txrouter.config import Config, load_config
 from txrouter.errors import ConfigError
 
 __all__ = ["main"]
 
 
-def _check(path: Path, load_apps: bool) -> int:
+def _load(path: Path) -> Config | None:
+    """
+    Load a routes file, or print its problems on stderr.
+    """
     try:
-        config = load_config(path)
+        return load_config(path)
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         count = len(e.problems)
         print(f"{path}: {count} problem{'s' if count > 1 else ''}", file=sys.stderr)
+        return None
+
+
+def _check(path: Path, load_apps: bool) -> int:
+    config = _load(path)
+    if config is None:
         return 1
     if load_apps:
         from twisted.internet import reactor
@@ -83,6 +95,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only validate the file; do not import the applications",
     )
+    explain = commands.add_parser(
+        "explain",
+        help="tell which route serves a URL, and what its target sees",
+        description="Tell what the router would do with one request: the host "
+        "table and the prefixes weighed, the route that wins, and what its "
+        "target sees (SCRIPT_NAME and PATH_INFO, the request sent upstream, "
+        "the file, the redirect). Nothing is started or imported. Exit 0 "
+        "when a route takes the request, 1 when none does or the file is "
+        "not valid.",
+    )
+    explain.add_argument("file", type=Path, help="the routes file, e.g. routes.yaml")
+    explain.add_argument(
+        "url",
+        help="a path with its query (/blog/x?y=1) or an absolute URL "
+        "(http://host/path, whose host is used unless --host is given)",
+    )
+    explain.add_argument(
+        "--host",
+        help="the Host header (default: the URL's, else the first listen address)",
+    )
+    explain.add_argument(
+        "--method", default="GET", help="the request method (default: GET)"
+    )
+    explain.add_argument("--json", action="store_true", help="print JSON")
+    commands.add_parser(
+        "schema",
+        help="print the JSON Schema of routes.yaml",
+        description="Print the JSON Schema (draft 2020-12) of routes.yaml, for "
+        "editors: e.g. 'txrouter schema > routes.schema.json' and, first in "
+        "routes.yaml, '# yaml-language-server: $schema=routes.schema.json'.",
+    )
     for name, text in _OPERATIONS.items():
         command = commands.add_parser(name, help=text, description=text)
         if name == "restart":
@@ -107,7 +150,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check":
         return _check(args.file, load_apps=not args.no_import)
+    if args.command == "explain":
+        return _explain(args)
+    if args.command == "schema":
+        from txrouter.schema import routes_schema
+
+        print(json.dumps(routes_schema(), indent=2))
+        return 0
     return _operate(args)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from txrouter.explain import explain, explanation_text
+
+    config = _load(args.file)
+    if config is None:
+        return 1
+    try:
+        explanation = explain(config, args.url, args.host, args.method)
+    except ValueError as e:
+        print(f"txrouter explain: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(explanation, indent=2))
+    else:
+        print(explanation_text(explanation))
+    return 0 if explanation["matched"] else 1
 
 
 _OPERATIONS = {

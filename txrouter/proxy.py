@@ -27,6 +27,7 @@ from twisted.web.server import NOT_DONE_YET
 from txrouter.errorpage import error_page
 from txrouter.forwarding import (
     Forwarding,
+    Pairs,
     TrustedProxies,
     UnsafePath,
     downstream_headers,
@@ -38,7 +39,13 @@ from txrouter.http1client import HTTP1Connection
 from txrouter.proxyclient import ProxyClient
 from txrouter.upstream import Upstream, UpstreamGroup
 
-__all__ = ["ProxyResource", "ProxySettings"]
+__all__ = [
+    "ProxyResource",
+    "ProxySettings",
+    "forwarding_for",
+    "outgoing_headers",
+    "outgoing_path",
+]
 
 _log = Logger()
 
@@ -109,7 +116,10 @@ class ProxyResource(Resource):
         _Exchange(self, request, release).start()
 
 
-def _forwarding(request: Any, settings: ProxySettings) -> Forwarding:
+def forwarding_for(request: Any, settings: ProxySettings) -> Forwarding:
+    """
+    What the router tells an upstream about the client side of C{request}.
+    """
     peer = getattr(request.getClientAddress(), "host", None)
     host = request.getHeader(b"host") or request.getRequestHostname()
     return Forwarding(
@@ -119,6 +129,42 @@ def _forwarding(request: Any, settings: ProxySettings) -> Forwarding:
         prefix=settings.prefix,
         trusted=peer is not None and peer in settings.trusted,
     )
+
+
+def outgoing_path(request: Any) -> bytes:
+    """
+    The path and query that C{request} is sent upstream with, after the
+    upstream's base path: its raw segments after the route's prefix, with
+    dot-segments resolved inside the base (L{upstream_path}).
+
+    @raise UnsafePath: see L{upstream_path}; the client gets a 400.
+    """
+    raw_path, _, query = request.uri.partition(b"?")
+    rest = raw_path.split(b"/")[1 + len(request.prepath) :]
+    return upstream_path(b"", rest, query)
+
+
+def outgoing_headers(
+    request: Any,
+    settings: ProxySettings,
+    forwarding: Forwarding | None,
+    upstream_host: bytes,
+) -> Pairs:
+    """
+    The headers that C{request} is sent upstream with: to one of our
+    workers, the client's own and the connection's facts; to another
+    upstream, the forwarding headers and a C{Host} that is the client's
+    (C{preserve_host}) or C{upstream_host}.
+
+    @param forwarding: L{forwarding_for} the request (unused for workers).
+    """
+    if settings.worker_token is not None:
+        return worker_headers(
+            request.requestHeaders, settings.worker_token, _facts(request)
+        )
+    assert forwarding is not None
+    host = request.getHeader(b"host") if settings.preserve_host else None
+    return upstream_headers(request.requestHeaders, forwarding, host or upstream_host)
 
 
 def _facts(request: Any) -> dict[bytes, bytes]:
@@ -151,6 +197,7 @@ class _Exchange:
         self.request = request
         self.release_slot = release
         self.tried: list[Upstream] = []
+        self.forwarding: Forwarding | None = None
         self.upstream: Upstream | None = None
         self.pending: Deferred[Any] | None = None
         self.connection: HTTP1Connection | None = None
@@ -165,10 +212,8 @@ class _Exchange:
         finished = request.notifyFinish().addErrback(self._client_lost)
         if self.release_slot is not None:
             finished.addCallback(self._over)
-        raw_path, _, query = request.uri.partition(b"?")
-        rest = raw_path.split(b"/")[1 + len(request.prepath) :]
         try:
-            self.path = upstream_path(b"", rest, query)
+            self.path = outgoing_path(request)
         except UnsafePath:
             error_page(request, 400)
             return
@@ -178,7 +223,7 @@ class _Exchange:
         self.has_body = self.length > 0 or request.method in _BODY_METHODS
         settings = self.resource.settings
         if settings.worker_token is None:
-            self.forwarding = _forwarding(request, settings)
+            self.forwarding = forwarding_for(request, settings)
         self._attempt()
 
     def _over(self, ignored: object) -> None:
@@ -250,15 +295,7 @@ class _Exchange:
             return
         request = self.request
         settings = self.resource.settings
-        if settings.worker_token is not None:
-            headers = worker_headers(
-                request.requestHeaders, settings.worker_token, _facts(request)
-            )
-        else:
-            host = request.getHeader(b"host") if settings.preserve_host else None
-            headers = upstream_headers(
-                request.requestHeaders, self.forwarding, host or upstream.host
-            )
+        headers = outgoing_headers(request, settings, self.forwarding, upstream.host)
         lines = [b"%s %s%s HTTP/1.1\r\n" % (request.method, upstream.base, self.path)]
         for name, value in headers:
             lines.append(b"%s: %s\r\n" % (name, value))

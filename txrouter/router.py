@@ -124,6 +124,22 @@ class Router(Resource):
         """
         return self._named_table(host)[1]
 
+    def candidates(self, host: bytes, segments: list[bytes]) -> tuple[str, list[int]]:
+        """
+        What L{getChildWithDefault} weighs for a request (for C{txrouter
+        explain}): the key of the table that serves C{host} (port already
+        removed; C{""} is the default host), and the length in segments of
+        each prefix of that table that matches C{segments}, longest (the
+        winner) first.
+        """
+        key, table = self._named_table(host) if self._by_host else ("", self._default)
+        found: list[int] = []
+        depth = self._longest(table, segments)
+        while depth is not None:
+            found.append(depth)
+            depth = self._longest(table, segments[: depth - 1]) if depth else None
+        return key, found
+
     def _longest(self, table: _Table, segments: list[bytes]) -> int | None:
         """
         How many of C{segments} the longest matching prefix has, or L{None}.

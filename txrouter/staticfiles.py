@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.pages import errorPage, forbidden, notFound
 from twisted.web.server import NOT_DONE_YET
 
-__all__ = ["StaticFiles"]
+__all__ = ["Refused", "StaticFiles", "child_path"]
 
 _MAX_RANGES = 16
 
@@ -138,6 +139,62 @@ def _http_date(header: bytes | None) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class Refused:
+    """
+    Why a path below a static route is not served.
+
+    @ivar status: 400 (a path no file can have) or 404.
+    @ivar reason: what is wrong, for C{txrouter explain}.
+    """
+
+    status: int
+    reason: str
+
+
+def child_path(
+    root: str, folder: str, segment: bytes, is_folder: bool
+) -> str | Refused:
+    """
+    The file or folder that one (decoded) path segment names in C{folder},
+    or why it is refused: a NUL or non-UTF-8 byte, a dot-segment or
+    dotfile, a separator inside the segment (C{..%2f}), or a path that
+    leads outside the route's folder (a symlink), is missing, or is not a
+    regular file or folder (a FIFO or device would block or leak). An
+    empty segment names the folder's C{index.html}.
+
+    @param root: the route's folder, with symlinks resolved.
+    @param is_folder: whether C{folder} is a folder.
+    """
+    if b"\x00" in segment:
+        return Refused(400, "a NUL byte in the path")
+    try:
+        name = segment.decode("utf-8")
+    except UnicodeDecodeError:
+        return Refused(400, "the path is not UTF-8")
+    if name in (".", ".."):
+        return Refused(404, f"the dot-segment {name!r} (path traversal)")
+    if "/" in name or "\\" in name:
+        return Refused(404, f"{name!r} hides a separator (path traversal)")
+    if name.startswith("."):
+        return Refused(404, f"{name!r} is hidden (its name starts with '.')")
+    if not is_folder:
+        return Refused(404, f"{folder!r} is a file, not a folder")
+    path = os.path.join(folder, name or "index.html")
+    real = os.path.realpath(path)
+    if real != root and not real.startswith(root + os.sep):
+        return Refused(404, f"{path!r} leads outside the route's folder, to {real!r}")
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:
+        return Refused(404, f"{path!r} does not exist")
+    # Only files and folders: opening a FIFO or a device would block or
+    # read what was never meant to be served.
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return Refused(404, f"{path!r} is not a regular file or folder")
+    return path
+
+
 class StaticFiles(static.File):
     """
     One file or folder below a static route's root.
@@ -173,34 +230,10 @@ class StaticFiles(static.File):
         return _NOT_FOUND
 
     def getChild(self, path: bytes, request: IRequest) -> resource.IResource:
-        if b"\x00" in path:
-            return _BAD_PATH
-        try:
-            name = path.decode("utf-8")
-        except UnicodeDecodeError:
-            return _BAD_PATH
-        if name.startswith(".") or "/" in name or "\\" in name:
-            return _NOT_FOUND
-        if not self.isdir():
-            return _NOT_FOUND
-        if not name:
-            index = self.child("index.html")
-            return self._inside_root(index.path) or _NOT_FOUND
-        return self._inside_root(os.path.join(self.path, name)) or _NOT_FOUND
-
-    def _inside_root(self, path: str) -> StaticFiles | None:
-        real = os.path.realpath(path)
-        if real != self.root and not real.startswith(self.root + os.sep):
-            return None
-        try:
-            mode = os.stat(real).st_mode
-        except OSError:
-            return None
-        # Only files and folders: opening a FIFO or a device would block or
-        # read what was never meant to be served.
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            return None
-        return self.createSimilarFile(path)
+        found = child_path(self.root, self.path, path, self.isdir())
+        if isinstance(found, Refused):
+            return _BAD_PATH if found.status == 400 else _NOT_FOUND
+        return self.createSimilarFile(found)
 
     def render_GET(self, request: Any) -> bytes | int:
         self.restat(False)

@@ -22,7 +22,13 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
-__all__ = ["STUCK_AFTER", "Upstream", "UpstreamGroup", "endpoint_for"]
+__all__ = [
+    "STUCK_AFTER",
+    "Upstream",
+    "UpstreamGroup",
+    "endpoint_for",
+    "upstream_address",
+]
 
 #: Seconds an upstream that refused a connection is left out.
 DOWN_FOR = 10.0
@@ -44,9 +50,10 @@ def endpoint_for(
     @return: the endpoint, the default C{Host} header for it, and its base
         path (ending with C{/}).
     """
+    host_header, base = upstream_address(url)
     if url.startswith("unix:"):
         unix = UNIXClientEndpoint(reactor, url[len("unix:") :], connect_timeout)
-        return unix, b"localhost", b"/"
+        return unix, host_header, base
     parts = urlsplit(url)
     host = parts.hostname or ""
     secure = parts.scheme == "https"
@@ -63,6 +70,20 @@ def endpoint_for(
         endpoint = wrapClientTLS(options, tcp)
     else:
         endpoint = tcp
+    return endpoint, host_header, base
+
+
+def upstream_address(url: str) -> tuple[bytes, bytes]:
+    """
+    The default C{Host} header for an upstream URL (its host, and its port
+    unless the scheme's own), and its base path (ending with C{/}).
+    """
+    if url.startswith("unix:"):
+        return b"localhost", b"/"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
     default_port = (secure and port == 443) or (not secure and port == 80)
     netloc = f"[{host}]" if ":" in host else host
     if not default_port:
@@ -70,7 +91,7 @@ def endpoint_for(
     base = (parts.path or "/").encode("ascii")
     if not base.endswith(b"/"):
         base += b"/"
-    return endpoint, netloc.encode("idna"), base
+    return netloc.encode("idna"), base
 
 
 class Upstream:

@@ -46,7 +46,7 @@ from zope.interface import implementer
 
 from txrouter.errorpage import TOO_SLOW, error_page
 
-__all__ = ["SERVER_SOFTWARE", "FileWrapper", "WSGIResource"]
+__all__ = ["SERVER_SOFTWARE", "FileWrapper", "WSGIResource", "wsgi_environ"]
 
 _NEWLINE = re.compile(r"[\r\n]")
 
@@ -362,6 +362,16 @@ class WSGIResource(wsgi.WSGIResource):
         free again. See L{txrouter.bulkhead.Admitted}.
         """
         _Response(self, request, release).start()
+
+
+def wsgi_environ(request: Any) -> dict[str, Any]:
+    """
+    The environ an application is called with for C{request}, made as for
+    a request being served, with no application, thread or reactor (for
+    C{txrouter explain}).
+    """
+    environ: dict[str, Any] = _Response(WSGIResource(None, None, None), request).environ
+    return environ
 
 
 class FileWrapper:

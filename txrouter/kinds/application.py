@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from txrouter.build import Builder
     from txrouter.configreader import ConfigReader
     from txrouter.djangoproject import FileMount
+    from txrouter.forwarding import TrustedProxies
     from txrouter.routetable import RouteKey
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "read_admission",
     "read_max_body",
     "read_process_options",
+    "worker_settings",
 ]
 
 #: The options of both application kinds that say where they run, and
@@ -92,7 +94,7 @@ def read_admission(
     """
     default = Admission()
     max_concurrent = None
-    if "max_concurrent" in spec:
+    if spec.get("max_concurrent") is not None:  # left empty: not given
         where = f"{origin.where}.max_concurrent"
         max_concurrent = int(reader.number(spec, "max_concurrent", where, 1, 1, True))
     queue = reader.number(
@@ -131,7 +133,7 @@ def read_max_body(
     """
     Read a route's own C{max_body} (L{None}: the one in C{limits:}).
     """
-    if "max_body" not in spec:
+    if spec.get("max_body") is None:  # not given, or left empty
         return None
     return reader.size(spec, "max_body", f"{origin.where}.max_body", 1)
 
@@ -204,17 +206,28 @@ def in_workers(
         engines.drain_timeout,
         builder.generation,
     )
-    settings = ProxySettings(
-        name=str(route.origin),
-        timeout=route.timeout,
-        preserve_host=True,
-        trusted=engines.trusted,
-        worker_token=workers.token,
-    )
+    settings = worker_settings(route, engines.trusted, workers.token)
     proxy = ProxyResource(engines.reactor, engines.client, workers.group, settings)
     slots = route.workers * route.threads.max
     resource = behind_bulkhead(builder, route, proxy, slots, route.timeout)
     return Built(resource, workers=workers, upstreams=workers.group, mounts=mounts)
+
+
+def worker_settings(
+    route: AppRoute, trusted: TrustedProxies, token: bytes
+) -> ProxySettings:
+    """
+    What the proxy engine needs to reach an application's workers: the
+    client's C{Host} passes unchanged, and the connection's facts go with
+    the workers' secret C{token} (L{txrouter.forwarding.worker_headers}).
+    """
+    return ProxySettings(
+        name=str(route.origin),
+        timeout=route.timeout,
+        preserve_host=True,
+        trusted=trusted,
+        worker_token=token,
+    )
 
 
 def socket_stem(key: RouteKey) -> str:

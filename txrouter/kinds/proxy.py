@@ -30,10 +30,11 @@ from txrouter.yamlsource import LocatedList
 if TYPE_CHECKING:
     from txrouter.build import Builder
     from txrouter.configreader import ConfigReader
+    from txrouter.forwarding import TrustedProxies
     from txrouter.routetable import RouteKey
     from txrouter.yamlsource import LocatedDict
 
-__all__ = ["KIND", "ProxyRoute"]
+__all__ = ["KIND", "ProxyRoute", "proxy_settings"]
 
 
 @dataclass(frozen=True)
@@ -170,20 +171,27 @@ def _refused_character(value: str) -> str | None:
     return None
 
 
+def proxy_settings(route: ProxyRoute, trusted: TrustedProxies) -> ProxySettings:
+    """
+    What the proxy engine needs of a proxy route, besides its upstreams.
+    """
+    return ProxySettings(
+        name=str(route.origin),
+        timeout=route.timeout,
+        preserve_host=route.preserve_host,
+        trusted=trusted,
+        # Known once per route: X-Forwarded-Prefix needs no work per request.
+        prefix=route.prefix.rstrip("/").encode("utf-8"),
+    )
+
+
 def build(route: ProxyRoute, key: RouteKey, builder: Builder) -> Built:
     engines = builder.engines
     members = [
         Upstream.from_url(engines.reactor, url, route.connect_timeout, route.tls_verify)
         for url in route.upstreams
     ]
-    settings = ProxySettings(
-        name=str(route.origin),
-        timeout=route.timeout,
-        preserve_host=route.preserve_host,
-        trusted=engines.trusted,
-        # Known once per route: X-Forwarded-Prefix needs no work per request.
-        prefix=route.prefix.rstrip("/").encode("utf-8"),
-    )
+    settings = proxy_settings(route, engines.trusted)
     group = UpstreamGroup(engines.reactor, members)
     proxy = ProxyResource(engines.reactor, engines.client, group, settings)
     resource = behind_bulkhead(

@@ -43,7 +43,9 @@ def read(
     reader: ConfigReader, prefix: str, spec: LocatedDict, origin: Origin
 ) -> RedirectRoute | None:
     target = spec.get("redirect")
-    status = spec.get("status", 302)
+    status = spec.get("status")
+    if status is None:  # not given, or left empty
+        status = 302
     ok = True
     if (
         not isinstance(target, str)

@@ -42,7 +42,7 @@ def read(
 ) -> StaticRoute | None:
     root = reader.directory(spec, "static", f"{origin.where}.static")
     cache = None
-    if "cache" in spec:
+    if spec.get("cache") is not None:  # left empty: not given
         cache = int(reader.number(spec, "cache", f"{origin.where}.cache", 0, 0, True))
     if root is None:
         return None
