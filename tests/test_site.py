@@ -5,6 +5,9 @@ its own request class, which also answers C{isSecure} for the connection.
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -12,8 +15,10 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import datetimeToString
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import version as server_version
 from zope.interface import directlyProvides
 
 from txrouter.site import KEEPALIVE_GRACE, RouterRequest, RouterSite
@@ -169,3 +174,29 @@ class DrainClosesIdleTests(SynchronousTestCase):
         self.assertIn(b"late", busy_transport.value())
         self.assertIn(b"Connection: close", busy_transport.value())
         self.successResultOf(drained)
+
+
+class DefaultHeadersTests(SynchronousTestCase):
+    """
+    Every response has Twisted's C{Server} and a C{Date} of when it is sent
+    (made once a second).
+    """
+
+    def test_server_and_date(self) -> None:
+        class Hello(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> bytes:
+                return b"hi"
+
+        site = RouterSite(Hello(), MemoryReactorClock(), None)
+        transport = StringTransport()
+        before = int(time.time())
+        connect(site, transport)
+        after = int(time.time())
+        head = transport.value().split(b"\r\n\r\n")[0].split(b"\r\n")
+        self.assertIn(b"Server: " + server_version, head)
+        dates = [line[len(b"Date: ") :] for line in head if line.startswith(b"Date:")]
+        self.assertIn(
+            dates, [[datetimeToString(s)] for s in range(before, after + 1)], head
+        )

@@ -15,7 +15,10 @@ after a short grace the connections still idle are closed.
 
 from __future__ import annotations
 
+import time
+from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote_to_bytes
 from weakref import WeakSet
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -30,8 +33,10 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import datetimeToString
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
+from twisted.web.server import version as server_version
 from zope.interface import implementer
 
 from txrouter.channel import RouterChannel
@@ -51,6 +56,21 @@ _SWEEP_EVERY = 0.5
 #: request crosses that close on the wire has to send it again, so active
 #: clients get an answer (with C{Connection: close}) instead.
 KEEPALIVE_GRACE = 1.0
+
+
+_SERVER = server_version
+
+
+@lru_cache(maxsize=1)
+def _date_of(second: int) -> bytes:
+    return datetimeToString(second)  # type: ignore[no-any-return]
+
+
+def _http_date() -> bytes:
+    """
+    The C{Date} of a response sent now, made once a second.
+    """
+    return _date_of(int(time.time()))
 
 
 class RouterRequest(Request):
@@ -89,7 +109,22 @@ class RouterRequest(Request):
         if self._refused is not None:
             self._refuse(self._refused)
             return
-        super().process()
+        if self.path == b"*":
+            super().process()  # Twisted answers OPTIONS * itself
+            return
+        # What Twisted's Site.process does, with the Date header made once
+        # a second (as nginx does) rather than once a request; no resource
+        # of ours encodes its responses.
+        self.site = site = self.channel.site  # type: ignore[attr-defined]
+        headers = self.responseHeaders
+        headers.setRawHeaders(b"server", [_SERVER])
+        headers.setRawHeaders(b"date", [_http_date()])
+        self.prepath = []
+        self.postpath = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
+        try:
+            self.render(site.getResourceFor(self))
+        except BaseException:
+            self.processingFailed(Failure())
 
     def _refuse(self, why: str) -> None:
         body = f"400 Bad Request: {why}.\n".encode()
