@@ -537,6 +537,24 @@ class ReadAheadTests(ChannelTestCase):
         self.assertIn(b"HTTP/1.1 413 ", client.answer())
         self.assertTrue(client.closed)
 
+    def test_pipelined_kept_as_bytes(self) -> None:
+        """
+        What a client pipelines behind a request being answered is kept as
+        bytes, not parsed into requests (which take far more memory): a
+        64 KiB read of tiny requests makes a few dozen requests at most
+        while the first is answered, and every one is answered in order
+        afterwards.
+        """
+        client = self.client()
+        channel = http_channel_of(client.protocol)
+        count = 65536 // len(GET)
+        client.send(SLOW + GET * count)
+        self.assertLess(len(channel.requests), 64)
+        self.answer_slow()
+        self.assertEqual(client.answer().count(b"HTTP/1.1 200 OK"), count + 1)
+        self.assertEqual(self.echo.seen, count)
+        self.assertEqual(channel.requests, [])
+
 
 class RefusedInTurnTests(ChannelTestCase):
     """

@@ -16,13 +16,14 @@ receive a head and the pauses in a body (408), a client that stops reading
 head ends: a C{Content-Length} over it is a 413 sent instead of
 C{100 Continue}, and a chunked body is counted as it arrives.
 
-Requests are answered one at a time, in order. Those a client pipelines are
-parsed as they arrive (so bad bytes are refused, and deadlines run, as soon
-as they come) and wait their turn as requests with their bodies; a refusal
-waits for the answers to the requests before it, since a client reads
-answers in order. While a request is answered, at most
-C{_optimisticEagerReadSize} bytes are read ahead before reading pauses,
-as Twisted does.
+Requests are answered one at a time, in order. Once a request is whole,
+what follows it is kept as bytes until it has been answered (reading pauses
+when they pass C{_optimisticEagerReadSize}, as in Twisted), and only then
+parsed: requests parsed ahead would take far more memory than their bytes.
+Bytes are parsed a slice at a time (a body's bytes at once), so that a read
+full of pipelined requests is not parsed whole either. A refusal waits for
+the answers to the requests before it, since a client reads answers in
+order.
 
 A head or body deadline counts only the time in which the router waits for
 the client: it stands still while an earlier request of the connection is
@@ -63,6 +64,10 @@ _VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
 # field, and the method, spaces, version and CRLFs around the target.
 _FIELD_FRAMING = 4
 _LINE_FRAMING = 16
+# The most bytes parsed at once, but for a body's: what a pipelining client
+# sends after a request is kept as bytes (see above), the requests in one
+# slice (about 30 tiny ones) excepted.
+_SLICE = 1024
 # What that estimate may miss (spaces around values, a long method): llhttp
 # buffers a header until it ends, so a raw count of the bytes of an
 # unfinished head, bounded a little above C{max_head}, bounds the memory a
@@ -125,8 +130,8 @@ class RouterChannel(HTTPChannel):
     _read_all = False
     # A refusal waiting for the requests before it to be answered.
     _held: _Refused | None = None
-    # Bytes read while a request is answered.
-    _ahead = 0
+    # The bytes received after a whole request, kept until it is answered.
+    _kept_size = 0
     # Whether the loop that answers requests in turn is running.
     _turning = False
 
@@ -154,6 +159,9 @@ class RouterChannel(HTTPChannel):
         self._raw_limit = self.limits.max_head + _RAW_SLACK
         self._in_body = False
         self._raw = 0
+        # What is left to receive of a body with a Content-Length.
+        self._content_left = 0
+        self._kept: list[bytes] = []
         super().connectionMade()
 
     # -- reading
@@ -162,20 +170,52 @@ class RouterChannel(HTTPChannel):
         if self._refusing or self._read_all or self._held is not None:
             return
         self.resetTimeout()
-        if self._handlingRequest:
-            self._ahead += len(data)
-            if (
-                self._ahead > self._optimisticEagerReadSize
-                and not self._waitingForTransport
-            ):
-                self._networkProducer.pauseProducing()
-        # Set back to 0 when a head, a chunk's size line or a message ends,
-        # less the body: what is left is the bytes of a head, of a chunk's
-        # size line or of trailer fields still arriving, which llhttp keeps
-        # until they end.
-        self._raw += len(data)
+        if self._kept or self._whole_waiting():
+            self._keep(data)
+        else:
+            self._read(data)
+
+    def _whole_waiting(self) -> bool:
+        """
+        Whether a whole request waits for its answer, or is being answered.
+        """
+        requests = self.requests
+        return bool(requests) and requests[0] is not self._parsing
+
+    def _keep(self, data: bytes) -> None:
+        self._kept.append(data)
+        self._kept_size += len(data)
+        if (
+            self._kept_size > self._optimisticEagerReadSize
+            and not self._waitingForTransport
+        ):
+            self._networkProducer.pauseProducing()
+
+    def _read(self, data: bytes) -> None:
+        """
+        Parse C{data}, a slice at a time, until a request is whole: keep
+        the rest until it is answered.
+        """
+        start, size = 0, len(data)
         try:
-            self._feed(data)
+            while start < size:
+                if self._whole_waiting():
+                    self._keep(data[start:])
+                    return
+                left = size - start
+                if self._in_body and self._content_left >= left:
+                    end = size  # all of it is body
+                else:
+                    end = start + min(left, _SLICE)
+                # Set back to 0 when a head, a chunk's size line or a message
+                # ends, less the body: what is left is the bytes of a head, a
+                # chunk's size line or trailer fields still arriving, which
+                # llhttp keeps until they end.
+                self._raw += end - start
+                self._feed(data[start:end] if start or end < size else data)
+                start = end
+                if self._refusing or self._read_all or self._held is not None:
+                    return
             if self._raw > self._raw_limit and not self._read_all:
                 what = "trailer fields are" if self._in_body else "request head is"
                 raise _Refused(431, f"the {what} too large")
@@ -294,6 +334,7 @@ class RouterChannel(HTTPChannel):
         request.head = head
         request.gotLength(length)
         self._body_left = limit
+        self._content_left = length or 0
         self._in_body = True
         self._raw = 0
         self._head_done()
@@ -305,6 +346,7 @@ class RouterChannel(HTTPChannel):
 
     def on_body(self, body: bytes) -> None:
         self._raw -= len(body)
+        self._content_left -= len(body)
         self._body_left -= len(body)
         if self._body_left < 0:
             raise _Refused(413, "the body is larger than this URL takes")
@@ -340,6 +382,13 @@ class RouterChannel(HTTPChannel):
         self._turning = True
         try:
             while not self._handlingRequest and not self._refusing:
+                if self._kept and not self._whole_waiting():
+                    # What arrived while the requests before were answered,
+                    # read now (up to the next whole request).
+                    data = b"".join(self._kept)
+                    self._kept, self._kept_size = [], 0
+                    self._read(data)
+                    continue
                 if not self.requests:
                     held = self._held
                     if held is not None:
@@ -364,7 +413,6 @@ class RouterChannel(HTTPChannel):
 
     def _answer(self, request: Any, head: _Head) -> None:
         self._handlingRequest = True
-        self._ahead = 0
         self._stand_still()
         request.requestReceived(head.method, head.target, head.version)
 

@@ -10,8 +10,8 @@ router itself, and the upstream path kept inside the upstream's base.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from twisted.web.http_headers import Headers
@@ -88,8 +88,7 @@ class TrustedProxies:
         return any(ip in network for network in self._networks)
 
 
-@dataclass(frozen=True)
-class Forwarding:
+class Forwarding(NamedTuple):
     """
     What the router knows about the client side of one request.
 
@@ -168,33 +167,41 @@ def upstream_headers(incoming: Headers, forwarding: Forwarding, host: bytes) -> 
     for name, values in incoming.getAllRawHeaders():
         if name.lower() not in dropped:
             outgoing.extend((name, value) for value in values)
-
-    def previous(name: bytes) -> list[bytes]:
-        if not forwarding.trusted:
-            return []
-        return list(incoming.getRawHeaders(name, ()))
-
-    if forwarding.client is not None:
-        chain = [*previous(b"x-forwarded-for"), forwarding.client.encode("ascii")]
+    # What a trusted proxy before us said, extended; from anyone else, not
+    # believed (and not copied: the names are in _NOT_UPSTREAM).
+    get = incoming.getRawHeaders if forwarding.trusted else _nothing
+    client = forwarding.client
+    if client is not None:
+        chain = [*get(b"x-forwarded-for", ()), client.encode("ascii")]
         outgoing.append((b"X-Forwarded-For", b", ".join(chain)))
-    proto = previous(b"x-forwarded-proto")
+    proto = get(b"x-forwarded-proto", ())
     outgoing.append((b"X-Forwarded-Proto", proto[-1] if proto else forwarding.scheme))
-    forwarded_host = previous(b"x-forwarded-host")
+    forwarded_host = get(b"x-forwarded-host", ())
     outgoing.append(
         (b"X-Forwarded-Host", forwarded_host[-1] if forwarded_host else forwarding.host)
     )
-    prefixes = previous(b"x-forwarded-prefix")
+    prefixes = get(b"x-forwarded-prefix", ())
     prefix = (prefixes[-1].rstrip(b"/") if prefixes else b"") + forwarding.prefix
     if prefix:
         outgoing.append((b"X-Forwarded-Prefix", prefix))
-    element = (
-        f"for={_node(forwarding.client)};"
-        f"proto={forwarding.scheme.decode('ascii')};"
-        f"host={_quoted(forwarding.host.decode('latin-1'))}"
-    ).encode("latin-1")
-    outgoing.extend((b"Forwarded", value) for value in previous(b"forwarded"))
-    outgoing.append((b"Forwarded", element))
+    outgoing.extend((b"Forwarded", value) for value in get(b"forwarded", ()))
+    outgoing.append((b"Forwarded", _forwarded_element(forwarding)))
     return outgoing
+
+
+def _nothing(name: bytes, default: Sequence[bytes]) -> Sequence[bytes]:
+    return default
+
+
+def _forwarded_element(forwarding: Forwarding) -> bytes:
+    """
+    The C{Forwarded} element (RFC 7239) this router adds.
+    """
+    return b"for=%s;proto=%s;host=%s" % (
+        _node(forwarding.client).encode("ascii"),
+        forwarding.scheme,
+        _quoted(forwarding.host.decode("latin-1")).encode("latin-1"),
+    )
 
 
 def worker_headers(
