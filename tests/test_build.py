@@ -315,10 +315,11 @@ class RegistryTests(SynchronousTestCase):
 
     def test_kinds(self) -> None:
         """
-        The five kinds of routes.yaml version 1 are registered by their key.
+        The five kinds of routes.yaml version 1, and the health kind, are
+        registered by their key.
         """
         self.assertEqual(
-            sorted(KINDS), ["django", "proxy", "redirect", "static", "wsgi"]
+            sorted(KINDS), ["django", "health", "proxy", "redirect", "static", "wsgi"]
         )
         for name, kind in KINDS.items():
             self.assertEqual(kind.name, name)

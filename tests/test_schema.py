@@ -307,6 +307,7 @@ class DefaultsTests(SynchronousTestCase):
         read = {
             "threads": asdict(config.threads),
             "drain_timeout": config.drain_timeout,
+            "access_log_format": config.access_log_format,
             "trusted_proxies": list(config.trusted_proxies),
         }
         for key, option in schema["properties"].items():

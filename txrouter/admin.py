@@ -6,6 +6,10 @@ resource tree, for the operations on a running router and its status.
     POST /restart?prefix=/wiki/&host=  new workers for one route
     POST /upgrade                    a new router process on the same sockets
     GET  /status                     the table, workers and last change (JSON)
+    GET  /healthz                    200 while the process answers (JSON)
+    GET  /readyz                     200 when every route can serve, else 503
+                                     with what is missing (JSON; see
+                                     L{txrouter.health})
 
 Operations answer once the change has taken effect (200) or failed (409),
 with a JSON body C{{"ok", "message", "generation", "at"}}; the C{txrouter}
@@ -36,6 +40,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from txrouter.endpointstrings import listen_address
 from txrouter.errors import ListenError
+from txrouter.health import RouterHealth, health_answer
 from txrouter.services import ListenerService
 
 __all__ = ["AdminListener", "admin_site", "private_folder", "unix_path_of"]
@@ -159,6 +164,29 @@ class _Status(Resource):
         return _json(request, self._reloader.status())
 
 
+class _Live(Resource):
+    isLeaf = True
+
+    def __init__(self, health: RouterHealth) -> None:
+        super().__init__()
+        self._health = health
+
+    def render_GET(self, request: Any) -> bytes:
+        return health_answer(request, 200, self._health.live())
+
+
+class _Ready(Resource):
+    isLeaf = True
+
+    def __init__(self, health: RouterHealth) -> None:
+        super().__init__()
+        self._health = health
+
+    def render_GET(self, request: Any) -> bytes:
+        report = self._health.ready()
+        return health_answer(request, 200 if report.ready else 503, report.as_dict())
+
+
 def _json(request: Any, data: Any) -> bytes:
     body = json.dumps(data, indent=2).encode() + b"\n"
     request.setHeader(b"content-type", b"application/json")
@@ -174,9 +202,14 @@ def _argument(request: Any, name: bytes) -> str:
     return str(values[0].decode("utf-8", "replace"))
 
 
-def admin_site(reloader: Any, upgrade: Callable[[], Deferred[Any]]) -> Site:
+def admin_site(
+    reloader: Any,
+    upgrade: Callable[[], Deferred[Any]],
+    health: RouterHealth | None = None,
+) -> Site:
     """
-    The admin endpoint's site over C{reloader}'s operations.
+    The admin endpoint's site over C{reloader}'s operations, and over
+    C{health} (C{/healthz} and C{/readyz}) when given.
     """
     root = Resource()
     root.putChild(b"reload", _Operation(lambda request: reloader.reload()))
@@ -190,6 +223,9 @@ def admin_site(reloader: Any, upgrade: Callable[[], Deferred[Any]]) -> Site:
     )
     root.putChild(b"upgrade", _Operation(lambda request: upgrade()))
     root.putChild(b"status", _Status(reloader))
+    if health is not None:
+        root.putChild(b"healthz", _Live(health))
+        root.putChild(b"readyz", _Ready(health))
     site = Site(root)
     site.displayTracebacks = False
     site.noisy = False

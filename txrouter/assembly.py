@@ -8,16 +8,21 @@ route table, the site and the service tree.
     ├─ ProxyClientService "proxyclient"
     ├─ RuntimeDirService "runtime_dir"
     ├─ WorkerMonitor "workers"
+    ├─ AccessLogService "access_log"      (SIGUSR1: reopen the access log)
+    ├─ AdminListener "admin"               (the admin endpoint)
     ├─ DrainService "drain"
     ├─ ControlSignals "signals"            (SIGHUP: reload, SIGUSR2: upgrade)
     ├─ ReadyReport "ready_report"          (when started by an upgrade)
-    ├─ AdminListener "admin"               (the admin endpoint)
     └─ ListenerService, one per listen endpoint
 
-So at stop the ports close first, then the requests in flight drain (at
-most C{drain_timeout}), then the workers stop, then the pool. Nothing
-runs before the service starts (after twistd has daemonized). The
-L{Reloader} changes the table and the listeners while it runs.
+So at stop the router is not ready at once (L{txrouter.health}), the
+ports stay open for the C{stop_delay} of its C{health: ready} routes
+(none without one) and then close, then the requests in flight drain (at
+most C{drain_timeout}), with the admin endpoint still answering, then the
+workers stop, then the pool. After an upgrade, every socket (the admin
+endpoint's too) is the new router's, and all close at once. Nothing runs
+before the service starts (after twistd has daemonized). The L{Reloader}
+changes the table and the listeners while it runs.
 """
 
 from __future__ import annotations
@@ -25,19 +30,24 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
+from txrouter.accesslog import AccessLog, AccessLogService
 from txrouter.admin import AdminListener, admin_site
 from txrouter.build import Engines, build_table
 from txrouter.config import Config
 from txrouter.forwarding import TrustedProxies
+from txrouter.health import RouterHealth
 from txrouter.proxyclient import ProxyClient, ProxyClientService
 from txrouter.pythonlogging import PythonLogging
-from txrouter.reloader import Reloader
+from txrouter.reloader import Outcome, Reloader
 from txrouter.services import (
     DrainService,
     ListenerService,
@@ -81,6 +91,7 @@ def make_engines(config: Config, reactor: Any) -> Engines:
         runtime_dir=runtime_dir,
         drain_timeout=config.drain_timeout,
         instance=secrets.token_hex(2),
+        health=RouterHealth(reactor),
     )
 
 
@@ -95,14 +106,20 @@ def build_service(config: Config, reactor: Any) -> RouterService:
     table = build_table(config, engines)
     for warning in table.warnings:
         _log.warn("{warning}", warning=warning)
-    site = RouterSite(table.router, reactor, config.access_log, config.limits)
+    access_log = None
+    if config.access_log is not None:
+        access_log = AccessLog(
+            config.access_log, config.access_log_format, engines.trusted, reactor
+        )
+    site = RouterSite(table.router, reactor, access_log, config.limits)
 
     top = RouterService()
     top.setName("txrouter")
     top.site = site
+    top.health = engines.health
     top.serve(table)
     reloader = top.reloader = Reloader(reactor, top, config, engines)
-    upgrader = Upgrader(reactor, top)
+    upgrade = _upgrade(top, Upgrader(reactor, top))
     deadline = top.deadline = StopDeadline(reactor, config.drain_timeout)
     engines.monitor.time_left = deadline.left_with_margin
     _child(top, "python_logging", PythonLogging())
@@ -114,11 +131,8 @@ def build_service(config: Config, reactor: Any) -> RouterService:
     runtime = RuntimeDirService(engines.runtime_dir, temporary, engines.instance)
     _child(top, "runtime_dir", runtime)
     _child(top, "workers", engines.monitor)
-    _child(top, "drain", DrainService(site, config.drain_timeout, deadline))
-    _child(top, "signals", ControlSignals(reactor, reloader.reload, upgrader.upgrade))
-    report = ReadyReport(top)
-    if report.wanted:
-        _child(top, "ready_report", report)
+    # Closed after the drain: requests finishing then are logged too.
+    _child(top, "access_log", AccessLogService(reactor, access_log))
     # Sockets handed over by the router this one replaces (an upgrade).
     inherited = inherited_sockets()
     handed_over = set(inherited)
@@ -129,18 +143,55 @@ def build_service(config: Config, reactor: Any) -> RouterService:
             return inherited_endpoint(reactor, description, fd)
         return serverFromString(reactor, description)
 
+    # Before the drain: it stops after it, and answers while requests drain.
     admin = AdminListener(
         config.admin,
         endpoint(config.admin),
-        admin_site(reloader, upgrader.upgrade),
+        admin_site(reloader, upgrade, engines.health),
     )
     admin.fresh = config.admin not in handed_over
     admin.setServiceParent(top)
+    _child(top, "drain", DrainService(site, config.drain_timeout, deadline))
+    _child(top, "signals", ControlSignals(reactor, reloader.reload, upgrade))
+    report = ReadyReport(top)
+    if report.wanted:
+        _child(top, "ready_report", report)
     for description in config.listen:
         ListenerService(description, endpoint(description), site).setServiceParent(top)
     for fd in inherited.values():
         os.close(fd)  # a listener the new routes file no longer has
     return top
+
+
+def _upgrade(top: RouterService, upgrader: Upgrader) -> Callable[[], Deferred[Outcome]]:
+    """
+    The upgrade operation: refused while the router stops. Once the new
+    router serves, every socket of this one is the new one's, so
+    L{RouterService.stopService} closes them all at once, with no stop
+    delay (and this router stays ready until then: no blip for balancers).
+    """
+
+    def upgrade() -> Deferred[Outcome]:
+        health = top.health
+        if health is not None and health.stopping is not None:
+            generation = top.table.generation if top.table else 0
+            return succeed(
+                Outcome(
+                    False,
+                    f"upgrade refused: the router is stopping ({health.stopping})",
+                    generation,
+                    time.time(),
+                )
+            )
+
+        def handed(outcome: Outcome) -> Outcome:
+            if outcome.ok:
+                top.handed_over = True
+            return outcome
+
+        return upgrader.upgrade().addCallback(handed)
+
+    return upgrade
 
 
 def _child(parent: MultiService, name: str, child: Service) -> None:

@@ -19,10 +19,12 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
 
+from txrouter.accesslog import STATIC, served_by
 from txrouter.config import Config
 from txrouter.djangoproject import FileMount
 from txrouter.errors import AppLoadError
 from txrouter.forwarding import TrustedProxies
+from txrouter.health import RouterHealth
 from txrouter.kinds import Route, kind_of
 from txrouter.proxyclient import ProxyClient
 from txrouter.router import Router
@@ -50,6 +52,7 @@ class Engines:
     @ivar instance: a few characters unique to this router process, in
         its workers' socket names, so that an upgraded router's workers
         never take the sockets of the old one's in a shared C{runtime_dir}.
+    @ivar health: what the router's health checks read (C{health:} routes).
     """
 
     reactor: Any
@@ -60,6 +63,7 @@ class Engines:
     runtime_dir: str
     drain_timeout: float
     instance: str = ""
+    health: RouterHealth | None = None
 
 
 class Builder:
@@ -158,11 +162,36 @@ def build_table(
             max_body.setdefault(key.host, {})[key.prefix] = size
     return RouteTable(
         generation,
-        Router(resources, max_body),
+        Router(resources, max_body, _served_by(resources, routes)),
         routes,
         tuple(builder.warnings),
         builder.shared_objects(),
     )
+
+
+def _served_by(
+    resources: Mapping[str, Mapping[str, IResource]],
+    routes: Mapping[RouteKey, BuiltRoute],
+) -> dict[str, dict[str, str]]:
+    """
+    Who serves each prefix's requests, for the access log: each route its
+    own way; the other prefixes are a Django project's static and media
+    folders, served by the router's static files.
+    """
+    found: dict[str, dict[str, str]] = {}
+    for host, table in resources.items():
+        for prefix in table:
+            entry = routes.get(RouteKey(host, prefix))
+            found.setdefault(host, {})[prefix] = (
+                STATIC
+                if entry is None
+                else served_by(
+                    entry.route.kind,
+                    entry.workers is not None,
+                    entry.upstreams is not None,
+                )
+            )
+    return found
 
 
 def _mount_files(

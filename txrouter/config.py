@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from txrouter.accesslog import FORMATS as ACCESS_LOG_FORMATS
 from txrouter.configreader import ConfigReader, describe
 from txrouter.endpointstrings import ListenAddress
 from txrouter.errors import ConfigError, Problem
@@ -55,6 +56,7 @@ _TOP_KEYS = (
     "threads",
     "drain_timeout",
     "access_log",
+    "access_log_format",
     "trusted_proxies",
     "runtime_dir",
     "routes",
@@ -76,6 +78,7 @@ class Config:
     @ivar threads: size of the shared pool.
     @ivar drain_timeout: seconds SIGTERM waits for in-flight requests.
     @ivar access_log: an absolute path, C{"-"} for twistd's log, or L{None}.
+    @ivar access_log_format: C{"combined"} or C{"json"}.
     @ivar runtime_dir: the private folder for worker sockets, or L{None}
         for a new temporary one.
     @ivar trusted_proxies: networks (CIDR) whose C{X-Forwarded-For} and
@@ -95,6 +98,7 @@ class Config:
     trusted_proxies: tuple[str, ...]
     runtime_dir: Path | None
     tables: Mapping[str, Mapping[str, Route]]
+    access_log_format: str = ACCESS_LOG_FORMATS[0]
 
     def routes(self) -> list[Route]:
         """
@@ -162,6 +166,7 @@ def load_config(path: Path) -> Config:
     drain_timeout = reader.number(data, "drain_timeout", "drain_timeout", 30.0, 0)
     limits = _read_limits(reader, data)
     access_log = _read_access_log(reader, data)
+    access_log_format = _read_access_log_format(reader, data)
     trusted_proxies = _read_trusted_proxies(reader, data)
     tables = _read_tables(reader, data)
     reader.settle()
@@ -176,6 +181,7 @@ def load_config(path: Path) -> Config:
         drain_timeout=drain_timeout,
         limits=limits,
         access_log=access_log,
+        access_log_format=access_log_format,
         trusted_proxies=trusted_proxies,
         runtime_dir=runtime_dir,
         tables=tables,
@@ -347,6 +353,21 @@ def _read_access_log(reader: ConfigReader, data: LocatedDict) -> str | None:
         return "-"
     path = reader.new_path(data, "access_log", "a file path or '-' (twistd's log)")
     return None if path is None else str(path)
+
+
+def _read_access_log_format(reader: ConfigReader, data: LocatedDict) -> str:
+    value = data.get("access_log_format")
+    if value is None:
+        return ACCESS_LOG_FORMATS[0]
+    if value not in ACCESS_LOG_FORMATS:
+        choices = " or ".join(repr(f) for f in ACCESS_LOG_FORMATS)
+        reader.problem(
+            data.line_of("access_log_format"),
+            "access_log_format",
+            f"expected {choices}, got {describe(value)}",
+        )
+        return ACCESS_LOG_FORMATS[0]
+    return str(value)
 
 
 def _read_trusted_proxies(reader: ConfigReader, data: LocatedDict) -> tuple[str, ...]:

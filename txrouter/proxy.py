@@ -247,6 +247,7 @@ class _Exchange:
 
     def _use(self, upstream: Upstream, connection: HTTP1Connection | None) -> None:
         self.upstream = upstream
+        self.request.upstream = upstream  # for the access log
         upstream.in_flight += 1
         if connection is not None:
             self._send(connection)

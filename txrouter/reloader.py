@@ -123,6 +123,13 @@ class Reloader:
         return self._run("restart", lambda: self._restart(host, prefix))
 
     def _run(self, what: str, step: Any) -> Deferred[Outcome]:
+        health = self._top.health
+        if health is not None and health.stopping is not None:
+            return succeed(
+                self._failed(
+                    f"{what} refused: the router is stopping ({health.stopping})"
+                )
+            )
         if self._busy:
             return succeed(
                 self._failed(
@@ -237,6 +244,7 @@ class Reloader:
             self._top.deadline.drain_timeout = config.drain_timeout
         assert self._top.site is not None
         self._top.site.set_limits(config.limits)
+        self._top.site.configure_access_log(config.access_log_format, engines.trusted)
         self.loaded_at = time.time()
 
         closing = [

@@ -7,6 +7,8 @@ The chosen route's resource gets the request with C{prepath} set to the
 prefix and C{postpath} to the rest, so a WSGI application sees
 C{SCRIPT_NAME=/wiki} and C{PATH_INFO=/page}, and Django's C{reverse()}
 includes the prefix. A bare prefix (C{/wiki}) is redirected to C{/wiki/}.
+The route is noted on the request (C{request.route}, a
+L{txrouter.accesslog.RouteTag}) for the access log.
 
 A reload builds a new L{Router} and assigns it to the site in one step: a
 request sees one table or the other, never a mix.
@@ -21,6 +23,7 @@ from urllib.parse import unquote_to_bytes as unquote
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 
+from txrouter.accesslog import RouteTag
 from txrouter.redirect import AddSlash
 
 __all__ = ["Router"]
@@ -28,7 +31,8 @@ __all__ = ["Router"]
 _NO_ROUTE = notFound("No Such Resource", "No route matches this URL.")
 _ADD_SLASH = AddSlash()
 
-_Table = dict[tuple[bytes, ...], IResource]
+# Each prefix's resource, and the tag it puts on the requests it takes.
+_Table = dict[tuple[bytes, ...], tuple[IResource, RouteTag]]
 
 
 def _segments(prefix: str) -> tuple[bytes, ...]:
@@ -47,12 +51,15 @@ class Router(Resource):
         self,
         tables: Mapping[str, Mapping[str, IResource]],
         max_body: Mapping[str, Mapping[str, int]] | None = None,
+        served: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         """
         @param tables: for each host (C{""} for the default), a mapping of
             prefix (C{/}-delimited, as in the routes file) to resource.
         @param max_body: for each host, the routes whose C{max_body} is
             their own, by prefix.
+        @param served: for each host, who serves each prefix's requests
+            (see L{RouteTag.served}).
         """
         super().__init__()
         self._max_body = {
@@ -63,8 +70,13 @@ class Router(Resource):
         self._exact: dict[bytes, _Table] = {}
         wildcards: list[tuple[bytes, _Table]] = []
         self._default: _Table = {}
+        served = served or {}
         for host, routes in tables.items():
-            table = {_segments(p): r for p, r in routes.items()}
+            how = served.get(host, {})
+            table = {
+                _segments(p): (r, RouteTag(host, p, how.get(p)))
+                for p, r in routes.items()
+            }
             if host == "":
                 self._default = table
             elif host.startswith("*."):
@@ -160,11 +172,13 @@ class Router(Resource):
         depth = self._longest(table, segments)
         if depth is None:
             return _NO_ROUTE
+        resource, request.route = table[tuple(segments[:depth])]
         request.prepath = segments[:depth]
         request.postpath = segments[depth:]
         if not request.postpath:
+            request.route = request.route.redirected()
             return _ADD_SLASH
-        return table[tuple(segments[:depth])]
+        return resource
 
     def render(self, request: Any) -> bytes:
         # Only reached when the path has no segment at all.

@@ -143,6 +143,14 @@ _TOP: dict[str, dict[str, Any]] = {
         "file's folder), or '-' for twistd's log. No access log when absent.",
         **_PATH,
     },
+    "access_log_format": {
+        "description": "How the access log is written: 'combined' (Apache's "
+        "combined format) or 'json' (one JSON object per line, with the route "
+        "and the worker or upstream that served each request). It may change "
+        "on reload.",
+        "enum": ["combined", "json"],
+        "default": "combined",
+    },
     "trusted_proxies": {
         "description": "Networks (CIDR or single addresses) whose "
         "X-Forwarded-For and Forwarded headers are extended rather than "
@@ -317,6 +325,23 @@ _KIND_KEYS: dict[str, dict[str, dict[str, Any]]] = {
             "enum": [301, 302, 303, 307, 308],
             "default": 302,
         },
+    },
+    "health": {
+        "health": {
+            "description": "A health check for load balancers, as JSON: "
+            "'ready' answers 200 while every route can serve and 503 "
+            "otherwise (from SIGTERM on too); 'live' answers 200 while the "
+            "process answers. GET and HEAD only.",
+            "enum": ["ready", "live"],
+            "examples": ["ready"],
+        },
+        "stop_delay": _number(
+            "Seconds the router keeps its ports open after SIGTERM, answering "
+            "503 here, before it stops accepting ('health: ready' only): the "
+            "balancer's check interval times the failures it waits for.",
+            0,
+            0,
+        ),
     },
 }
 

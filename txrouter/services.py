@@ -25,6 +25,7 @@ from txrouter.errors import ListenError
 from txrouter.site import ListenerFactory, RouterSite
 
 if TYPE_CHECKING:
+    from txrouter.health import RouterHealth
     from txrouter.reloader import Reloader
     from txrouter.routetable import RouteTable
 
@@ -40,16 +41,24 @@ __all__ = [
 class RouterService(MultiService):
     """
     A C{MultiService} whose children stop one after the other, last added
-    first.
+    first; with a L{health}, only once it has been told the router stops
+    and its stop delay is over (the ports stay open meanwhile), and after
+    an upgrade's hand-over, the listeners first.
 
     @ivar site: the one site of every listener, once assembled.
     @ivar table: the route table the site serves (L{serve}).
     @ivar reloader: what changes the table while the router runs.
+    @ivar health: what its health checks read: told the table it serves,
+        and when it begins to stop.
+    @ivar handed_over: an upgrade has given every listening socket to a
+        new router.
     """
 
     site: RouterSite | None = None
     table: RouteTable | None = None
     reloader: Reloader | None = None
+    health: RouterHealth | None = None
+    handed_over = False
     #: When set, the whole stop must be over by then, every stage included
     #: (see L{StopDeadline}).
     deadline: StopDeadline | None = None
@@ -61,22 +70,40 @@ class RouterService(MultiService):
         assert self.site is not None
         self.table = table
         self.site.resource = table.router
+        if self.health is not None:
+            self.health.table = table
+
+    def startService(self) -> None:
+        if self.health is not None:
+            self.health.start()
+        super().startService()
 
     @inlineCallbacks
     def stopService(self) -> Any:
         Service.stopService(self)
+        if self.health is not None:
+            # Not ready from now on; the ports stay open for the stop delay.
+            yield self.health.stop(self.handed_over)
         if self.deadline is not None:
             self.deadline.start()
-        for child in reversed(list(self)):
+        children = list(reversed(list(self)))
+        if self.handed_over:
+            # Every socket is the new router's now, the admin endpoint's
+            # too: none is ours to keep open while we drain.
+            listeners = [c for c in children if isinstance(c, ListenerService)]
+            children = listeners + [c for c in children if c not in listeners]
+        for child in children:
             yield maybeDeferred(child.stopService)
 
 
 class StopDeadline:
     """
     The time by which a stopping router must be gone: C{drain_timeout}
-    after the stop began. The drain waits at most until then; the stages
-    after it (worker processes, the thread pool) get what is left plus a
-    small margin, rather than a full wait each.
+    after the stop began (after the stop delay of its health routes, if
+    any: while the ports are open, requests keep coming). The drain waits
+    at most until then; the stages after it (worker processes, the thread
+    pool) get what is left plus a small margin, rather than a full wait
+    each.
     """
 
     #: Seconds the stages after the drain may run past the deadline.

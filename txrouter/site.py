@@ -1,6 +1,7 @@
 """
-The HTTP site: Twisted's C{Site} with an optional access log and a count of
-the requests in flight, so that shutdown can wait for them (L{RouterSite.drain}).
+The HTTP site: Twisted's C{Site} with an optional access log
+(L{txrouter.accesslog}) and a count of the requests in flight, so that
+shutdown can wait for them (L{RouterSite.drain}).
 
 Every listening port reaches the one site through a L{ListenerFactory} of
 its own (L{RouterSite.listener}), which counts that port's open
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import time
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 from weakref import WeakSet
 
@@ -44,6 +45,11 @@ from txrouter.edge import BadRequest, check_headers, request_target
 from txrouter.endpointstrings import split_endpoint
 from txrouter.limits import Limits
 from txrouter.privatetwisted import http_channel_of, http_protocol_factory
+
+if TYPE_CHECKING:
+    from txrouter.accesslog import AccessLog, RouteTag
+    from txrouter.forwarding import TrustedProxies
+    from txrouter.upstream import Upstream
 
 __all__ = ["KEEPALIVE_GRACE", "ListenerFactory", "RouterRequest", "RouterSite"]
 
@@ -88,6 +94,13 @@ class RouterRequest(Request):
     #: whether it is this request's turn to be answered.
     head: Any = None
     turn_started = False
+    #: For the access log: the route that took the request (set by the
+    #: router), the upstream or worker it was sent to last (set by the
+    #: proxy engine), and when the site routed it (reactor time; noted
+    #: only when the access log says how long requests take).
+    route: RouteTag | None = None
+    upstream: Upstream | None = None
+    routed_at: float | None = None
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         try:
@@ -174,18 +187,18 @@ class RouterSite(Site):
         self,
         resource: IResource,
         reactor: IReactorTime,
-        access_log: str | None,
+        access_log: AccessLog | None,
         limits: Limits | None = None,
     ) -> None:
         """
-        @param access_log: a file path, C{"-"} for twistd's log, or L{None}
-            for no access log.
+        @param access_log: where answered requests are logged, or L{None}
+            for nowhere. The site writes to it; L{txrouter.accesslog.AccessLogService}
+            opens and closes it.
         @param limits: the edge's limits, kept by a strict L{RouterChannel}
             per connection; L{None} for Twisted's own channel (a worker,
             whose one client is its router, which keeps them).
         """
-        log_path = None if access_log in (None, "-") else access_log
-        super().__init__(resource, logPath=log_path, reactor=reactor)
+        super().__init__(resource, reactor=reactor)
         self.limits: Limits | None = None
         if limits is not None:
             self.set_limits(limits)
@@ -193,7 +206,8 @@ class RouterSite(Site):
         self._direct = ListenerFactory(self, "(direct)", True)
         self._listeners.add(self._direct)
         self._sweep: LoopingCall | None = None
-        self._logging = access_log is not None
+        self.access_log = access_log
+        self._timed = access_log is not None and access_log.timed
         self._draining = False
         self._idle_closing = False
         self._drained: list[Deferred[None]] = []
@@ -312,12 +326,32 @@ class RouterSite(Site):
             if not channel.requests and transport is not None:
                 transport.loseConnection()
 
+    def configure_access_log(self, format: str, trusted: TrustedProxies) -> None:
+        """
+        Write the access log in C{format} from the next line on, naming
+        clients as C{trusted} proxies tell (a reload's new settings).
+        """
+        access_log = self.access_log
+        if access_log is None:
+            return
+        if format != access_log.format:
+            self._log.info(
+                "access log format: {new} (was {old})",
+                new=format,
+                old=access_log.format,
+            )
+        access_log.format = format
+        access_log.trusted = trusted
+        self._timed = access_log.timed
+
     def log(self, request: Any) -> None:
-        if self._logging:
-            super().log(request)
+        if self.access_log is not None:
+            self.access_log.write(request)
 
     def getResourceFor(self, request: Request) -> IResource:
         self.in_flight.add(request)
+        if self._timed:
+            request.routed_at = self.reactor.seconds()  # type: ignore[attr-defined]
         if self._draining:
             # Tell keep-alive clients not to send more on this connection.
             request.setHeader(b"connection", b"close")

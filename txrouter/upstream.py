@@ -108,6 +108,8 @@ class Upstream:
     @ivar timeouts: requests in a row it left unanswered in time.
     @ivar ready: whether it may be used at all (a worker process that is
         starting, or has died, is not).
+    @ivar pid: for a worker process, the process ID of its latest run
+        (kept after it exits, until it runs again); else L{None}.
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class Upstream:
         self.down_until = 0.0
         self.ready = True
         self.timeouts = 0
+        self.pid: int | None = None
         self._warned_at = float("-inf")
         self._left_out = 0
 

@@ -342,6 +342,7 @@ class WorkerSet:
         self._runs[name] = self._runs.get(name, 0) + 1
         if started:
             upstream.down_until = 0.0
+            upstream.pid = self.pids()[name]
             self._probe(name, self._runs[name])
             return
         if self._waiting:

@@ -7,7 +7,7 @@ kind is one module and one line here.
 
 from __future__ import annotations
 
-from txrouter.kinds import django, proxy, redirect, static, wsgi
+from txrouter.kinds import django, health, proxy, redirect, static, wsgi
 from txrouter.kinds.contract import Built, Route, RouteKind
 
 __all__ = ["KINDS", "Built", "Route", "RouteKind", "kind_of"]
@@ -21,6 +21,7 @@ KINDS: dict[str, RouteKind] = {
         static.KIND,
         proxy.KIND,
         redirect.KIND,
+        health.KIND,
     )
 }
 
