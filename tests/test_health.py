@@ -622,15 +622,17 @@ class HealthRouteTests(SynchronousTestCase):
 
     def test_routed(self) -> None:
         """
-        Each host's health route is its own, found by host and prefix; the
-        bare prefix is redirected to it, as for any route.
+        Each host's health route is its own, found by host and prefix; its
+        bare prefix is answered, not redirected (a load balancer would take
+        the redirect for a healthy answer), where other routes' are.
         """
         default = routed(self.table, b"/_health/")
         shop = routed(self.table, b"/_health/", b"shop.example.com")
         self.assertIsInstance(default, HealthCheck)
         self.assertIsInstance(shop, HealthCheck)
         self.assertIsNot(default, shop)
-        self.assertIsInstance(routed(self.table, b"/_health"), AddSlash)
+        self.assertIsInstance(routed(self.table, b"/_health"), HealthCheck)
+        self.assertIsInstance(routed(self.table, b"/there"), AddSlash)
         self.assertIsInstance(routed(self.table, b"/_health/x"), HealthCheck)
 
     def test_ready(self) -> None:

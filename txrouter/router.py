@@ -6,7 +6,9 @@ The root resource: pick a route by host name, then by longest URL prefix.
 The chosen route's resource gets the request with C{prepath} set to the
 prefix and C{postpath} to the rest, so a WSGI application sees
 C{SCRIPT_NAME=/wiki} and C{PATH_INFO=/page}, and Django's C{reverse()}
-includes the prefix. A bare prefix (C{/wiki}) is redirected to C{/wiki/}.
+includes the prefix. A bare prefix (C{/wiki}) is redirected to C{/wiki/},
+unless its resource C{answers_bare_prefix} (a health check: a load
+balancer takes a redirect for a healthy answer).
 The route is noted on the request (C{request.route}, a
 L{txrouter.accesslog.RouteTag}) for the access log.
 
@@ -175,7 +177,7 @@ class Router(Resource):
         resource, request.route = table[tuple(segments[:depth])]
         request.prepath = segments[:depth]
         request.postpath = segments[depth:]
-        if not request.postpath:
+        if not request.postpath and not getattr(resource, "answers_bare_prefix", False):
             request.route = request.route.redirected()
             return _ADD_SLASH
         return resource

@@ -90,6 +90,10 @@ class HealthCheck(Resource):
     """
 
     isLeaf = True
+    #: C{/_health} is answered as C{/_health/} is, not redirected to it:
+    #: load balancers count a redirect as healthy (HAProxy's C{httpchk}
+    #: takes any 2xx or 3xx), whatever the router's state.
+    answers_bare_prefix = True
 
     def __init__(self, health: RouterHealth, check: str, host: str) -> None:
         """
