@@ -46,8 +46,9 @@ pytestmark = pytest.mark.e2e
 
 #: A WSGI application answering with its environ and its process, as JSON.
 _DUMP_APP = '''
-"""Answer with the WSGI environ (its text values) and this process."""
+"""Answer with the WSGI environ (its text values), the body and this process."""
 
+import hashlib
 import json
 import os
 
@@ -57,6 +58,11 @@ def application(environ, start_response):
     flags = ("multithread", "multiprocess", "run_once", "input_terminated")
     for key in ("wsgi." + flag for flag in flags):
         seen[key] = environ[key]
+    stream = environ["wsgi.input"]
+    wrapped = getattr(stream, "_wrapped", stream)  # twisted.web.wsgi's
+    seen["input"] = type(getattr(wrapped, "raw", wrapped)).__name__
+    body = stream.read(int(environ.get("CONTENT_LENGTH") or 0))
+    seen["body"] = [len(body), hashlib.sha256(body).hexdigest()]
     seen["pid"] = os.getpid()
     seen["flavour"] = os.environ.get("TXROUTER_E2E_FLAVOUR")
     body = json.dumps(seen).encode()
@@ -595,6 +601,29 @@ hosts:
             self.assertEqual(seen["CONTENT_LENGTH"], "5")
             self.assertNotIn("HTTP_TRANSFER_ENCODING", seen)
             self.assertIs(seen["wsgi.input_terminated"], True)
+
+    def test_spooled_body_passed_as_a_file(self) -> None:
+        """
+        A body the router spooled to a file reaches a worker as that file's
+        descriptor, not as a second copy: the application reads it whole
+        from the file. A small body (in memory) is sent as bytes, and an
+        in-process application reads the router's own spool.
+        """
+        big = os.urandom(300_000)
+        cases = [
+            ("/env/", big, "PassedBody"),
+            ("/env/", b"small", "BytesIO"),
+            ("/env-here/", big, "FileIO"),  # its temporary file
+        ]
+        for path, body, kind in cases:
+            status, _, answer = request(self.port, "POST", path, body=body)
+            self.assertEqual(status, 200, answer[:500])
+            seen = json.loads(answer)
+            self.assertEqual(seen["input"], kind, path)
+            self.assertEqual(
+                seen["body"], [len(body), hashlib.sha256(body).hexdigest()], path
+            )
+            self.assertEqual(seen["CONTENT_LENGTH"], str(len(body)))
 
     def test_streaming(self) -> None:
         """

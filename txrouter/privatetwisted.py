@@ -15,7 +15,10 @@ The private parts of Twisted that an upgrade needs, in one place:
   - the C{HTTPChannel} inside the protocol a C{Site} builds (Twisted
     wraps it to choose between HTTP/1.1 and HTTP/2), whose C{requests}
     tell whether a connection is idle (L{http_channel_of}), and the same
-    wrapping around a channel class of ours (L{http_protocol_factory}).
+    wrapping around a channel class of ours (L{http_protocol_factory}),
+    which passes on the file descriptors a UNIX socket receives to a
+    channel that takes them (C{fileDescriptorReceived}): a UNIX transport
+    hands them to the protocol it has, the wrapper.
 
 C{tests/test_upgrade.py} and C{tests/test_site.py} fail loudly if Twisted
 changes any of these.
@@ -85,7 +88,23 @@ def http_protocol_factory(channel_class: type) -> Any:
     """
     from twisted.web.http import _GenericHTTPChannelProtocol
 
+    wrapper: type = _GenericHTTPChannelProtocol
+    if hasattr(channel_class, "fileDescriptorReceived"):
+        wrapper = _descriptors_passed_on(_GenericHTTPChannelProtocol)
+
     def build(factory: Any = None) -> Any:
-        return _GenericHTTPChannelProtocol(channel_class())
+        return wrapper(channel_class())
 
     return build
+
+
+def _descriptors_passed_on(wrapper: type) -> type:
+    from twisted.internet.interfaces import IFileDescriptorReceiver
+    from zope.interface import implementer
+
+    @implementer(IFileDescriptorReceiver)
+    class PassingOn(wrapper):  # type: ignore[misc]
+        def fileDescriptorReceived(self, descriptor: int) -> None:
+            self._channel.fileDescriptorReceived(descriptor)
+
+    return PassingOn

@@ -13,12 +13,13 @@ not be made is retried on the route's next upstream (nothing was sent yet).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IUNIXTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -300,15 +301,20 @@ class _Exchange:
         lines = [b"%s %s%s HTTP/1.1\r\n" % (request.method, upstream.base, self.path)]
         for name, value in headers:
             lines.append(b"%s: %s\r\n" % (name, value))
-        if self.has_body:
+        body = request.content if self.has_body else None
+        if body is not None and self._pass_file(connection):
+            # The worker reads the file: no second copy of the body.
+            lines.append(b"X-Txrouter-Body-Length: %d\r\n" % (self.length,))
+            body = None
+        elif body is not None:
             lines.append(b"Content-Length: %d\r\n" % (self.length,))
-            request.content.seek(0)
+            body.seek(0)
         lines.append(b"\r\n")
         self.connection = connection
         connection.send(
             b"".join(lines),
-            request.content if self.has_body else None,
-            self.length,
+            body,
+            self.length if body is not None else 0,
             self,
             request.method == b"HEAD",
         )
@@ -316,6 +322,26 @@ class _Exchange:
             self.timer = self.resource.reactor.callLater(
                 settings.timeout, self._time_out
             )
+
+    def _pass_file(self, connection: HTTP1Connection) -> bool:
+        """
+        Pass the file a body was spooled to, to a worker over its UNIX
+        socket, with the head about to be sent; L{False} if it cannot go
+        so (not a worker, a body in memory, a TCP connection).
+        """
+        transport = connection.transport
+        if (
+            self.resource.settings.worker_token is None
+            or self.length == 0
+            or not IUNIXTransport.providedBy(transport)
+        ):
+            return False
+        try:
+            descriptor = self.request.content.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            return False  # in memory (a small body)
+        transport.sendFileDescriptor(descriptor)
+        return True
 
     def request_progress(self) -> None:
         # A long upload that keeps moving is not a silent upstream: the

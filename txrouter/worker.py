@@ -130,12 +130,17 @@ def _serve(args: argparse.Namespace) -> int:
 def _build(reactor: Any, args: argparse.Namespace, application: Any) -> Any:
     from twisted.internet.endpoints import UNIXServerEndpoint
 
+    from txrouter.privatetwisted import http_protocol_factory
     from txrouter.pythonlogging import PythonLogging
     from txrouter.router import Router
     from txrouter.services import DrainService, ListenerService, RouterService
     from txrouter.site import RouterSite
     from txrouter.threadpool import ThreadPoolService, make_pool
-    from txrouter.workerrequest import worker_application, worker_request_factory
+    from txrouter.workerrequest import (
+        WorkerChannel,
+        worker_application,
+        worker_request_factory,
+    )
     from txrouter.wsgi import WSGIResource
 
     low, _, high = args.threads.partition(":")
@@ -149,6 +154,8 @@ def _build(reactor: Any, args: argparse.Namespace, application: Any) -> Any:
     site.timeOut = None
     token = os.environ.get("TXROUTER_WORKER_TOKEN", "").encode("ascii")
     site.requestFactory = worker_request_factory(token)
+    # Receives the descriptors of bodies its router spooled to files.
+    site.protocol = http_protocol_factory(WorkerChannel)  # type: ignore[method-assign]
     top = RouterService()
     PythonLogging().setServiceParent(top)
     ThreadPoolService(pool, reactor).setServiceParent(top)

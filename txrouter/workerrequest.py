@@ -8,22 +8,100 @@ C{X-Txrouter-*} headers (see L{txrouter.forwarding.worker_headers}); the
 worker removes them before the application sees the request, which then
 looks exactly as it would in the router process. A request without the
 token is refused: only the worker's own router may speak for a client.
+
+A body the router has spooled to a file is not copied: the router passes
+the file's descriptor over the UNIX socket (C{SCM_RIGHTS}) with the request,
+which says so with C{X-Txrouter-Body-Length} instead of a body, and the
+worker reads the file itself (L{WorkerChannel}, L{PassedBody}).
 """
 
 from __future__ import annotations
 
 import hmac
+import io
+import os
+from collections import deque
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 
 from txrouter.site import RouterRequest
 
-__all__ = ["WorkerRequest", "worker_application", "worker_request_factory"]
+__all__ = [
+    "PassedBody",
+    "WorkerChannel",
+    "WorkerRequest",
+    "worker_application",
+    "worker_request_factory",
+]
 
 _PREFIX = b"x-txrouter-"
 # Kept by the request for the application wrapper, which removes it again.
 _PROTOCOL_KEY = "HTTP_X_TXROUTER_PROTOCOL"
+
+
+class WorkerChannel(HTTPChannel):
+    """
+    Twisted's channel, keeping the file descriptors its router passes, in
+    the order they came (one request at a time is sent on a connection).
+    """
+
+    def connectionMade(self) -> None:
+        self.passed: deque[int] = deque()
+        super().connectionMade()
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        self.passed.append(descriptor)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        while self.passed:
+            os.close(self.passed.popleft())
+        super().connectionLost(reason)
+
+
+class PassedBody(io.RawIOBase):
+    """
+    A request body in a file the router passed: read with C{pread} from a
+    position of its own (the router's copy of the descriptor shares the
+    file offset), and closed with the request.
+    """
+
+    def __init__(self, descriptor: int, length: int) -> None:
+        super().__init__()
+        self._descriptor = descriptor
+        self._length = length
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = min(len(buffer), self._length - self._position)
+        if wanted <= 0:
+            return 0
+        data = os.pread(self._descriptor, wanted, self._position)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}
+        self._position = max(0, base[whence] + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._descriptor)
+        super().close()
 
 
 class WorkerRequest(RouterRequest):
@@ -52,6 +130,9 @@ class WorkerRequest(RouterRequest):
             self.write(b"403 Forbidden: not from this worker's router.\n")
             self.finish()
             return
+        passed = own.get(b"body-length")
+        if passed is not None and not self._take_passed(passed):
+            return
         host = own.get(b"client", b"0.0.0.0").decode("ascii", "replace")
         port = int(own.get(b"client-port", b"0") or 0)
         self._client = (IPv6Address if ":" in host else IPv4Address)("TCP", host, port)
@@ -63,6 +144,24 @@ class WorkerRequest(RouterRequest):
             # to the router stays HTTP/1.1 (and persistent).
             self.requestHeaders.setRawHeaders(b"x-txrouter-protocol", [protocol])
         super().process()
+
+    def _take_passed(self, length: bytes) -> bool:
+        """
+        Take the body the router passed as a file, of C{length} bytes, as
+        this request's content.
+        """
+        passed = getattr(self.channel, "passed", None)
+        if not passed or not length.isdigit():
+            self.setResponseCode(400)
+            self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            self.write(b"400 Bad Request: the body's file did not come.\n")
+            self.finish()
+            return False
+        if self.content is not None:
+            self.content.close()
+        self.content = io.BufferedReader(PassedBody(passed.popleft(), int(length)))
+        self.requestHeaders.setRawHeaders(b"content-length", [length])
+        return True
 
     def getClientAddress(self) -> Any:
         return self._client
