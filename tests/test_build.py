@@ -170,6 +170,34 @@ class RouteTableTests(SynchronousTestCase):
         )
         self.assertIsNot(here.bulkhead, shop.bulkhead)
 
+    def test_in_process_slots(self) -> None:
+        """
+        An in-process route's default slots: half the shared pool when
+        several in-process routes share it (two here, pool of 8 threads by
+        default), all of it when one route is its only user; a worker
+        route's are its workers' threads.
+        """
+        here = self.table.routes[RouteKey("", "/here/")].built.resource
+        there = self.table.routes[RouteKey("", "/there/")].built.resource
+        assert isinstance(here, BulkheadResource)
+        assert isinstance(there, BulkheadResource)
+        self.assertEqual(here.bulkhead.max_concurrent, 4)
+        self.assertEqual(there.bulkhead.max_concurrent, 2 * 8)
+        alone = build(
+            self.folder.config(
+                """
+                listen: tcp:8080:interface=127.0.0.1
+                threads: {min: 1, max: 6}
+                routes:
+                  /here/: {wsgi: "txrouter_build_app:application", path: apps}
+                  /files/: {static: pub}
+                """
+            )
+        )
+        only = alone.routes[RouteKey("", "/here/")].built.resource
+        assert isinstance(only, BulkheadResource)
+        self.assertEqual(only.bulkhead.max_concurrent, 6)
+
     def test_immutable(self) -> None:
         """
         Neither the table nor its routes mapping can be changed.

@@ -74,14 +74,21 @@ class Builder:
     """
 
     def __init__(
-        self, engines: Engines, generation: int, kept: Mapping[Any, Any]
+        self,
+        engines: Engines,
+        generation: int,
+        kept: Mapping[Any, Any],
+        in_process: int = 0,
     ) -> None:
         """
         @param generation: the number of the table being built.
         @param kept: shared objects of the previous table, to use again.
+        @param in_process: how many routes of the table run an application
+            in the router process, on the shared pool.
         """
         self.engines = engines
         self.generation = generation
+        self.in_process = in_process
         self.warnings: list[str] = []
         self._kept = kept
         self._shared: dict[Any, Any] = {}
@@ -131,7 +138,15 @@ def build_table(
     @raise AppLoadError: in-process applications failed to load; the
         message lists each, with its route's C{file:line}.
     """
-    builder = Builder(engines, generation, previous.apps if previous else {})
+    in_process = sum(
+        1
+        for table in config.tables.values()
+        for route in table.values()
+        if getattr(route, "workers", None) == 0
+    )
+    builder = Builder(
+        engines, generation, previous.apps if previous else {}, in_process
+    )
     failures = []
     routes: dict[RouteKey, BuiltRoute] = {}
     resources: dict[str, dict[str, IResource]] = {}

@@ -4,8 +4,9 @@ L{RouterChannel}: Twisted's C{HTTPChannel} with llhttp as its parser.
 Every byte a client sends is parsed by llhttp (through C{httptools}), the
 parser of Node.js, strict by default: obs-folded headers, bare CR or LF,
 control characters, header names that are not tokens, any Content-Length /
-Transfer-Encoding ambiguity, transfer codings but C{chunked} and chunk sizes
-that overflow are a 400, and the connection is closed. Its callbacks build
+Transfer-Encoding ambiguity and chunk sizes that overflow are a 400; other
+transfer codings before C{chunked} a 501 and versions but HTTP/1.1 and
+HTTP/1.0 a 505; each closes the connection. Its callbacks build
 the L{txrouter.site.RouterRequest}s, so the site, the resource tree and the
 requests stay Twisted's own; Twisted's line parser is not used.
 

@@ -168,6 +168,17 @@ def _env(
     return tuple(pairs)
 
 
+def in_process_slots(pool: int, routes: int) -> int:
+    """
+    The default C{max_concurrent} of an in-process route: the whole shared
+    pool of C{pool} threads when it is its only user, else half of it
+    (rounded up), so that one hung application leaves the other half to
+    the other routes. A slot given up costs throughput: a request waiting
+    for one goes through the reactor once more.
+    """
+    return pool if routes <= 1 else -(-pool // 2)
+
+
 def in_process(builder: Builder, route: Any, app_key: Any, load: Any) -> Built:
     """
     Serve an application in the router process, on the shared pool; loaded
@@ -178,7 +189,7 @@ def in_process(builder: Builder, route: Any, app_key: Any, load: Any) -> Built:
     engines = builder.engines
     application = builder.shared(app_key, load)
     resource = WSGIResource(engines.reactor, engines.pool, application, route.timeout)
-    slots = -(-engines.pool.max // 2)
+    slots = in_process_slots(engines.pool.max, builder.in_process)
     return Built(behind_bulkhead(builder, route, resource, slots, route.timeout))
 
 
