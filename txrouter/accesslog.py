@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from time import gmtime, strftime
 from typing import Any
@@ -49,6 +49,7 @@ from twisted.python import log as legacy_log
 from twisted.web.http import combinedLogFormatter, datetimeToLogString
 
 from txrouter.forwarding import TrustedProxies
+from txrouter.routestats import RouteStats
 
 __all__ = [
     "COMBINED",
@@ -118,18 +119,22 @@ class RouteTag:
     @ivar served: who serves its requests: L{IN_PROCESS}, L{WORKER},
         L{UPSTREAM}, L{STATIC} or L{REDIRECT}; L{None} when the router
         was not told.
+    @ivar stats: the route's counters, which the site adds each request
+        to when it ends (L{txrouter.routestats}).
     """
 
     host: str
     prefix: str
     served: str | None = None
+    stats: RouteStats = field(default_factory=RouteStats, compare=False, repr=False)
 
     def redirected(self) -> RouteTag:
         """
         The tag of a request the route's router answered with a redirect
-        itself (its prefix without the trailing slash).
+        itself (its prefix without the trailing slash): still counted as
+        the route's.
         """
-        return RouteTag(self.host, self.prefix, REDIRECT)
+        return RouteTag(self.host, self.prefix, REDIRECT, self.stats)
 
 
 def served_by(kind: str, workers: bool, upstreams: bool) -> str:
@@ -276,14 +281,6 @@ class AccessLog:
         self._clock = clock
         self._fd: int | None = None
         self._failures = 0
-
-    @property
-    def timed(self) -> bool:
-        """
-        Whether a line says how long the request took: the site notes
-        when it routes each request only then.
-        """
-        return self.format == JSON
 
     def open(self) -> None:
         """

@@ -10,6 +10,10 @@ resource tree, for the operations on a running router and its status.
     GET  /readyz                     200 when every route can serve, else 503
                                      with what is missing (JSON; see
                                      L{txrouter.health})
+    GET  /                           the status page (L{txrouter.statuspage})
+    GET  /metrics                    Prometheus metrics (L{txrouter.metrics})
+    GET  /stats                      the same numbers as JSON, for the status
+                                     page (L{txrouter.stats})
 
 Operations answer once the change has taken effect (200) or failed (409),
 with a JSON body C{{"ok", "message", "generation", "at"}}; the C{txrouter}
@@ -41,7 +45,10 @@ from twisted.web.server import NOT_DONE_YET, Site
 from txrouter.endpointstrings import listen_address
 from txrouter.errors import ListenError
 from txrouter.health import RouterHealth, health_answer
+from txrouter.metrics import exposition, metrics_registry
 from txrouter.services import ListenerService
+from txrouter.stats import RouterStats
+from txrouter.statuspage import StatusPage
 
 __all__ = ["AdminListener", "admin_site", "private_folder", "unix_path_of"]
 
@@ -187,6 +194,31 @@ class _Ready(Resource):
         return health_answer(request, 200 if report.ready else 503, report.as_dict())
 
 
+class _Metrics(Resource):
+    isLeaf = True
+
+    def __init__(self, stats: RouterStats) -> None:
+        super().__init__()
+        self._registry = metrics_registry(stats)
+
+    def render_GET(self, request: Any) -> bytes:
+        body, content_type = exposition(self._registry, request.getHeader(b"accept"))
+        request.setHeader(b"content-type", content_type.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return body
+
+
+class _Stats(Resource):
+    isLeaf = True
+
+    def __init__(self, stats: RouterStats) -> None:
+        super().__init__()
+        self._stats = stats
+
+    def render_GET(self, request: Any) -> bytes:
+        return _json(request, self._stats.as_json())
+
+
 def _json(request: Any, data: Any) -> bytes:
     body = json.dumps(data, indent=2).encode() + b"\n"
     request.setHeader(b"content-type", b"application/json")
@@ -206,10 +238,12 @@ def admin_site(
     reloader: Any,
     upgrade: Callable[[], Deferred[Any]],
     health: RouterHealth | None = None,
+    stats: RouterStats | None = None,
 ) -> Site:
     """
-    The admin endpoint's site over C{reloader}'s operations, and over
-    C{health} (C{/healthz} and C{/readyz}) when given.
+    The admin endpoint's site over C{reloader}'s operations, over
+    C{health} (C{/healthz} and C{/readyz}) and C{stats} (C{/metrics},
+    C{/stats} and the status page at C{/}) when given.
     """
     root = Resource()
     root.putChild(b"reload", _Operation(lambda request: reloader.reload()))
@@ -226,6 +260,10 @@ def admin_site(
     if health is not None:
         root.putChild(b"healthz", _Live(health))
         root.putChild(b"readyz", _Ready(health))
+    if stats is not None:
+        root.putChild(b"metrics", _Metrics(stats))
+        root.putChild(b"stats", _Stats(stats))
+        root.putChild(b"", StatusPage())
     site = Site(root)
     site.displayTracebacks = False
     site.noisy = False

@@ -57,6 +57,7 @@ from txrouter.services import (
 )
 from txrouter.signals import ControlSignals
 from txrouter.site import RouterSite
+from txrouter.stats import RouterStats
 from txrouter.threadpool import ThreadPoolService, make_pool
 from txrouter.upgrade import (
     ReadyReport,
@@ -147,7 +148,9 @@ def build_service(config: Config, reactor: Any) -> RouterService:
     admin = AdminListener(
         config.admin,
         endpoint(config.admin),
-        admin_site(reloader, upgrade, engines.health),
+        admin_site(
+            reloader, upgrade, engines.health, RouterStats(reactor, top, engines.pool)
+        ),
     )
     admin.fresh = config.admin not in handed_over
     admin.setServiceParent(top)

@@ -28,7 +28,8 @@ from txrouter.health import RouterHealth
 from txrouter.kinds import Route, kind_of
 from txrouter.proxyclient import ProxyClient
 from txrouter.router import Router
-from txrouter.routetable import BuiltRoute, RouteKey, RouteTable
+from txrouter.routestats import RouteStats
+from txrouter.routetable import BuiltRoute, RouteKey, RouteTable, kind_at
 from txrouter.staticfiles import StaticFiles
 from txrouter.workers import WorkerMonitor
 
@@ -134,7 +135,8 @@ def build_table(
     @param previous: the table being replaced: a route it has under the
         same key, saying the same, is taken over as it is (its workers
         keep running, its upstreams keep their health), unless its key is
-        in C{renew}.
+        in C{renew}; a route of the same key and kind keeps its counters
+        (L{txrouter.routestats}) even when it changed.
     @raise AppLoadError: in-process applications failed to load; the
         message lists each, with its route's C{file:line}.
     """
@@ -177,7 +179,12 @@ def build_table(
             max_body.setdefault(key.host, {})[key.prefix] = size
     return RouteTable(
         generation,
-        Router(resources, max_body, _served_by(resources, routes)),
+        Router(
+            resources,
+            max_body,
+            _served_by(resources, routes),
+            _kept_stats(resources, routes, previous),
+        ),
         routes,
         tuple(builder.warnings),
         builder.shared_objects(),
@@ -207,6 +214,30 @@ def _served_by(
                 )
             )
     return found
+
+
+def _kept_stats(
+    resources: Mapping[str, Mapping[str, IResource]],
+    routes: Mapping[RouteKey, BuiltRoute],
+    previous: RouteTable | None,
+) -> dict[str, dict[str, RouteStats]]:
+    """
+    The counters of C{previous}'s prefixes that the new table serves too,
+    with the same kind: Prometheus counters must not go backwards for a
+    route that stays (one whose kind changes is a new series).
+    """
+    kept: dict[str, dict[str, RouteStats]] = {}
+    if previous is None:
+        return kept
+    for host, table in resources.items():
+        for prefix in table:
+            old = previous.router.stats.get((host, prefix))
+            key = RouteKey(host, prefix)
+            if old is not None and kind_at(previous.routes, key) == kind_at(
+                routes, key
+            ):
+                kept.setdefault(host, {})[prefix] = old
+    return kept
 
 
 def _mount_files(

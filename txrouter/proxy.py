@@ -9,6 +9,8 @@ route only: 502 when no upstream could be reached or the answer was broken,
 504 when none came within the route's C{timeout} (and the client's connection
 is aborted when a body then stalls that long). A connection that could
 not be made is retried on the route's next upstream (nothing was sent yet).
+Each upstream counts the requests it failed and those retried after it
+(L{Upstream.failures}, L{Upstream.retries}), for the metrics.
 """
 
 from __future__ import annotations
@@ -233,9 +235,16 @@ class _Exchange:
 
     # -- choosing an upstream and a connection
 
-    def _attempt(self) -> None:
+    def _attempt(self, failed: Upstream | None = None) -> None:
+        """
+        Send the request to the route's next upstream.
+
+        @param failed: the upstream this is a retry after, if any.
+        """
         group = self.resource.group
         upstream = group.choose(exclude=self.tried)
+        if failed is not None and upstream is not None:
+            failed.retries += 1
         if upstream is None:
             if not group.any_ready():
                 # Workers starting or restarting: come back in a moment.
@@ -268,6 +277,7 @@ class _Exchange:
         self._release()
         if self.client_gone or upstream is None:
             return
+        upstream.failures += 1
         if self.retried:
             # The request may have reached this upstream on the connection
             # that failed: it is not sent anywhere else.
@@ -285,7 +295,7 @@ class _Exchange:
             "{route}: cannot connect to upstream {upstream}: {why}",
             why=failure.getErrorMessage(),
         )
-        self._attempt()
+        self._attempt(upstream)
 
     # -- the request
 
@@ -357,6 +367,7 @@ class _Exchange:
             self.connection = None
         self._release()
         if upstream is not None:
+            upstream.failures += 1
             self.resource.group.timed_out(upstream)
         if self.client_gone:
             return
@@ -466,8 +477,10 @@ class _Exchange:
             # worker never does (its pool outlives ours), so a worker's
             # connection lost before the answer means the worker died.
             self.retried = True
+            upstream.retries += 1
             self._use(upstream, None)
             return
+        upstream.failures += 1
         self._warn(upstream, "{route}: upstream {upstream} failed: {why}", why=why)
         if self.started:
             # The client must not wait for bytes that will never come.

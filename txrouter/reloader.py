@@ -17,6 +17,10 @@ another, without dropping a request.
 A change that cannot be made inside a running process (the size of the
 shared thread pool, the in-process Django project) refuses the whole
 reload and says to upgrade the router instead.
+
+Each operation's outcome is counted by its result (L{RESULTS}: it
+worked, it was refused without being tried, or it was tried and failed),
+for the metrics.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from txrouter.routetable import BuiltRoute, RouteKey, RouteTable
 from txrouter.services import ListenerService, RouterService
 from txrouter.workers import WorkerSet, WorkerStartError
 
-__all__ = ["Outcome", "Reloader"]
+__all__ = ["FAILED", "OK", "REFUSED", "RESULTS", "Outcome", "Reloader"]
 
 _log = Logger()
 
@@ -55,6 +59,17 @@ READY_TIMEOUT = 120.0
 
 #: Seconds between two looks at whether old workers still have requests.
 _DRAIN_POLL = 0.1
+
+# What became of a reload or restart (L{Outcome.result}): it worked; it
+# was not tried (the router is stopping, another change runs, the file asks
+# for what only an upgrade can change, the route to restart has no
+# workers); it was tried and failed (the file does not load, an
+# application or worker failed, a socket could not be bound).
+OK = "ok"
+REFUSED = "refused"
+FAILED = "failed"
+#: Every result, in this order.
+RESULTS = (OK, REFUSED, FAILED)
 
 
 @dataclass(frozen=True)
@@ -66,12 +81,23 @@ class Outcome:
     @ivar message: one line when it worked; otherwise every reason.
     @ivar generation: the table served now.
     @ivar at: when it ended (UNIX time).
+    @ivar refused: it was not tried at all (see L{REFUSED}).
     """
 
     ok: bool
     message: str
     generation: int
     at: float
+    refused: bool = False
+
+    @property
+    def result(self) -> str:
+        """
+        L{OK}, L{REFUSED} or L{FAILED}.
+        """
+        if self.ok:
+            return OK
+        return REFUSED if self.refused else FAILED
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +112,11 @@ class Reloader:
     """
     The router's current routes file, table and listeners, and the two
     ways of changing them. One change runs at a time.
+
+    @ivar last: the last reload or restart that was tried.
+    @ivar last_reload: the last reload, refused ones included.
+    @ivar results: how many reloads (C{"reload"}) and restarts
+        (C{"restart"}) had each result, by operation and result.
     """
 
     def __init__(
@@ -101,6 +132,10 @@ class Reloader:
         self.engines = engines
         self.loaded_at = time.time()
         self.last: Outcome | None = None
+        self.last_reload: Outcome | None = None
+        self.results = {
+            (what, result): 0 for what in ("reload", "restart") for result in RESULTS
+        }
         self._busy = False
 
     @property
@@ -126,21 +161,27 @@ class Reloader:
         health = self._top.health
         if health is not None and health.stopping is not None:
             return succeed(
-                self._failed(
-                    f"{what} refused: the router is stopping ({health.stopping})"
+                self._count(
+                    what,
+                    self._refused(
+                        f"{what} refused: the router is stopping ({health.stopping})"
+                    ),
                 )
             )
         if self._busy:
             return succeed(
-                self._failed(
-                    f"{what} refused: another reload or restart is running; "
-                    "try again when it ends"
+                self._count(
+                    what,
+                    self._refused(
+                        f"{what} refused: another reload or restart is running; "
+                        "try again when it ends"
+                    ),
                 )
             )
 
         def done(outcome: Outcome) -> Outcome:
             self._busy = False
-            self.last = outcome
+            self.last = self._count(what, outcome)
             if outcome.ok:
                 _log.info("{what}: {message}", what=what, message=outcome.message)
             else:
@@ -160,6 +201,15 @@ class Reloader:
     def _failed(self, message: str) -> Outcome:
         return Outcome(False, message, self.table.generation, time.time())
 
+    def _refused(self, message: str) -> Outcome:
+        return Outcome(False, message, self.table.generation, time.time(), True)
+
+    def _count(self, what: str, outcome: Outcome) -> Outcome:
+        self.results[what, outcome.result] += 1
+        if what == "reload":
+            self.last_reload = outcome
+        return outcome
+
     @inlineCallbacks
     def _reload(self) -> Generator[Deferred[Any], Any, Outcome]:
         path = self.config.path
@@ -169,7 +219,7 @@ class Reloader:
             return self._failed(f"{path} was not loaded; nothing changed:\n{e}")
         refused = _cannot_change_in_place(self.config, config)
         if refused:
-            return self._failed(
+            return self._refused(
                 "nothing changed: these changes need a new router process "
                 "('txrouter upgrade'):\n" + "\n".join(refused)
             )
@@ -192,10 +242,10 @@ class Reloader:
         entry = self.table.routes.get(key)
         if entry is None:
             known = ", ".join(str(k) for k in self.table.routes)
-            return self._failed(f"no route {key}; the routes are: {known}")
+            return self._refused(f"no route {key}; the routes are: {known}")
         if entry.workers is None:
             where = entry.route.origin
-            return self._failed(
+            return self._refused(
                 f"{where} has no worker processes to restart (only routes "
                 "with 'workers:' of 1 or more have); an in-process "
                 "application changes with a new router process: "

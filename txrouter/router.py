@@ -10,7 +10,9 @@ includes the prefix. A bare prefix (C{/wiki}) is redirected to C{/wiki/},
 unless its resource C{answers_bare_prefix} (a health check: a load
 balancer takes a redirect for a healthy answer).
 The route is noted on the request (C{request.route}, a
-L{txrouter.accesslog.RouteTag}) for the access log.
+L{txrouter.accesslog.RouteTag}) for the access log, with the route's
+counters (L{txrouter.routestats.RouteStats}), which the site adds the
+request to when it ends.
 
 A reload builds a new L{Router} and assigns it to the site in one step: a
 request sees one table or the other, never a mix.
@@ -27,6 +29,7 @@ from twisted.web.resource import IResource, Resource
 
 from txrouter.accesslog import RouteTag
 from txrouter.redirect import AddSlash
+from txrouter.routestats import RouteStats
 
 __all__ = ["Router"]
 
@@ -54,6 +57,7 @@ class Router(Resource):
         tables: Mapping[str, Mapping[str, IResource]],
         max_body: Mapping[str, Mapping[str, int]] | None = None,
         served: Mapping[str, Mapping[str, str]] | None = None,
+        stats: Mapping[str, Mapping[str, RouteStats]] | None = None,
     ) -> None:
         """
         @param tables: for each host (C{""} for the default), a mapping of
@@ -62,6 +66,8 @@ class Router(Resource):
             their own, by prefix.
         @param served: for each host, who serves each prefix's requests
             (see L{RouteTag.served}).
+        @param stats: for each host, the counters of the prefixes that
+            keep those of an earlier router; the others get new ones.
         """
         super().__init__()
         self._max_body = {
@@ -73,12 +79,16 @@ class Router(Resource):
         wildcards: list[tuple[bytes, _Table]] = []
         self._default: _Table = {}
         served = served or {}
+        stats = stats or {}
+        #: Each route's counters, by host and prefix, in the order given.
+        self.stats: dict[tuple[str, str], RouteStats] = {}
         for host, routes in tables.items():
             how = served.get(host, {})
-            table = {
-                _segments(p): (r, RouteTag(host, p, how.get(p)))
-                for p, r in routes.items()
-            }
+            kept = stats.get(host, {})
+            table = {}
+            for p, r in routes.items():
+                counters = self.stats[host, p] = kept.get(p) or RouteStats()
+                table[_segments(p)] = (r, RouteTag(host, p, how.get(p), counters))
             if host == "":
                 self._default = table
             elif host.startswith("*."):

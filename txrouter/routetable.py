@@ -22,7 +22,11 @@ from txrouter.router import Router
 from txrouter.upstream import UpstreamGroup
 from txrouter.workers import WorkerSet
 
-__all__ = ["BuiltRoute", "RouteKey", "RouteTable"]
+__all__ = ["MOUNT_KIND", "BuiltRoute", "RouteKey", "RouteTable", "kind_at"]
+
+#: The kind of a prefix the router serves that is not a route of the file
+#: (a Django project's C{STATIC_URL} or C{MEDIA_URL}), for the metrics.
+MOUNT_KIND = "static"
 
 
 @dataclass(frozen=True, order=True)
@@ -94,6 +98,36 @@ class RouteTable:
         """
         return [r.workers for r in self.routes.values() if r.workers is not None]
 
+    def carry_counters(self, previous: RouteTable) -> None:
+        """
+        Add to this table's workers and upstreams the counts of failures,
+        retries and restarts of those they replace in C{previous} (same
+        route and kind; a worker by its number, an upstream by its URL),
+        so that these counters never go backwards for a route that
+        stays. Called once, as this table replaces C{previous}.
+        """
+        for key, entry in self.routes.items():
+            before = previous.routes.get(key)
+            if (
+                before is None
+                or before is entry
+                or before.route.kind != entry.route.kind
+                or before.upstreams is None
+                or entry.upstreams is None
+                or (before.workers is None) != (entry.workers is None)
+            ):
+                continue
+            old, new = before.upstreams.members, entry.upstreams.members
+            if entry.workers is None:
+                by_name = {m.name: m for m in old}
+                pairs = [(by_name[m.name], m) for m in new if m.name in by_name]
+            else:
+                pairs = list(zip(old, new, strict=False))
+            for was, now in pairs:
+                now.failures += was.failures
+                now.retries += was.retries
+                now.restarts += was.restarts
+
     def describe(self) -> list[dict[str, Any]]:
         """
         The table as plain data (for logs and status output).
@@ -102,3 +136,12 @@ class RouteTable:
             {"host": key.host, "prefix": key.prefix, "kind": entry.route.kind}
             for key, entry in self.routes.items()
         ]
+
+
+def kind_at(routes: Mapping[RouteKey, BuiltRoute], key: RouteKey) -> str:
+    """
+    The kind of what a table serves at C{key}: its route's, or
+    L{MOUNT_KIND} for a folder mounted beside a route.
+    """
+    entry = routes.get(key)
+    return MOUNT_KIND if entry is None else entry.route.kind

@@ -65,9 +65,13 @@ class RouterService(MultiService):
 
     def serve(self, table: RouteTable) -> None:
         """
-        Make C{table} the one the site serves, from the next request on.
+        Make C{table} the one the site serves, from the next request on;
+        its workers and upstreams take over the counters of those they
+        replace (L{RouteTable.carry_counters}).
         """
         assert self.site is not None
+        if self.table is not None and self.table is not table:
+            table.carry_counters(self.table)
         self.table = table
         self.site.resource = table.router
         if self.health is not None:

@@ -1,7 +1,8 @@
 """
 The HTTP site: Twisted's C{Site} with an optional access log
-(L{txrouter.accesslog}) and a count of the requests in flight, so that
-shutdown can wait for them (L{RouterSite.drain}).
+(L{txrouter.accesslog}), the requests in flight, so that shutdown can
+wait for them (L{RouterSite.drain}), and each route's counters
+(L{txrouter.routestats}), to which a request is added as it ends.
 
 Every listening port reaches the one site through a L{ListenerFactory} of
 its own (L{RouterSite.listener}), which counts that port's open
@@ -45,6 +46,7 @@ from txrouter.edge import BadRequest, check_headers, request_target
 from txrouter.endpointstrings import split_endpoint
 from txrouter.limits import Limits
 from txrouter.privatetwisted import http_channel_of, http_protocol_factory
+from txrouter.routestats import RouteStats
 
 if TYPE_CHECKING:
     from txrouter.accesslog import AccessLog, RouteTag
@@ -94,13 +96,15 @@ class RouterRequest(Request):
     #: whether it is this request's turn to be answered.
     head: Any = None
     turn_started = False
-    #: For the access log: the route that took the request (set by the
-    #: router), the upstream or worker it was sent to last (set by the
-    #: proxy engine), and when the site routed it (reactor time; noted
-    #: only when the access log says how long requests take).
+    #: For the access log and the route's counters: the route that took
+    #: the request (set by the router), the upstream or worker it was sent
+    #: to last (set by the proxy engine), when the site routed it (reactor
+    #: time; L{None} again once the request is counted), and the bytes of
+    #: its body received.
     route: RouteTag | None = None
     upstream: Upstream | None = None
     routed_at: float | None = None
+    body_length = 0
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         try:
@@ -139,7 +143,12 @@ class RouterRequest(Request):
         except BaseException:
             self.processingFailed(Failure())
 
+    def handleContentChunk(self, data: bytes) -> None:
+        self.body_length += len(data)
+        super().handleContentChunk(data)
+
     def _refuse(self, why: str) -> None:
+        site = self.channel.site  # type: ignore[attr-defined]
         body = f"400 Bad Request: {why}.\n".encode()
         self.setResponseCode(400)
         self.setHeader(b"content-type", b"text/plain; charset=utf-8")
@@ -149,6 +158,9 @@ class RouterRequest(Request):
         self.channel.persistent = False
         self.write(body)
         self.finish()
+        if isinstance(site, RouterSite):
+            # With the requests no route took; never routed, it took no time.
+            site.unrouted.ended(self, 0.0)
 
     def finish(self) -> None:
         super().finish()
@@ -177,6 +189,7 @@ class RouterSite(Site):
     One site for every listening port.
 
     @ivar in_flight: requests received and not yet finished or abandoned.
+    @ivar unrouted: the counters of the requests no route took.
     """
 
     displayTracebacks = False
@@ -207,7 +220,7 @@ class RouterSite(Site):
         self._listeners.add(self._direct)
         self._sweep: LoopingCall | None = None
         self.access_log = access_log
-        self._timed = access_log is not None and access_log.timed
+        self.unrouted = RouteStats()
         self._draining = False
         self._idle_closing = False
         self._drained: list[Deferred[None]] = []
@@ -236,6 +249,25 @@ class RouterSite(Site):
         Connections refused at C{max_connections}, on every listener together.
         """
         return sum(listener.refused for listener in self._listeners)
+
+    def connection_counts(self) -> dict[str, tuple[int, int]]:
+        """
+        Connections open, and refused at C{max_connections}, by listener
+        (its endpoint string; listeners of the same string, one a reload
+        is closing and its successor, together). Connections made by
+        calling L{buildProtocol} directly, as tests do, count as
+        C{"(direct)"} when there are any.
+        """
+        counts: dict[str, tuple[int, int]] = {}
+        for listener in list(self._listeners):
+            if listener is self._direct and not (listener.open or listener.refused):
+                continue
+            was_open, was_refused = counts.get(listener.name, (0, 0))
+            counts[listener.name] = (
+                was_open + listener.open,
+                was_refused + listener.refused,
+            )
+        return counts
 
     def buildProtocol(self, addr: Any) -> Any:
         # Called directly (not through a listener), as by tests: one count
@@ -342,7 +374,6 @@ class RouterSite(Site):
             )
         access_log.format = format
         access_log.trusted = trusted
-        self._timed = access_log.timed
 
     def log(self, request: Any) -> None:
         if self.access_log is not None:
@@ -350,18 +381,24 @@ class RouterSite(Site):
 
     def getResourceFor(self, request: Request) -> IResource:
         self.in_flight.add(request)
-        if self._timed:
-            request.routed_at = self.reactor.seconds()  # type: ignore[attr-defined]
+        request.routed_at = self.reactor.seconds()  # type: ignore[attr-defined]
         if self._draining:
             # Tell keep-alive clients not to send more on this connection.
             request.setHeader(b"connection", b"close")
         return super().getResourceFor(request)  # type: ignore[no-any-return]
 
-    def request_ended(self, request: Request) -> None:
+    def request_ended(self, request: RouterRequest) -> None:
         """
-        C{request} was finished, or its client went away.
+        C{request} was finished, or its client went away: it is added to
+        its route's counters (once).
         """
         self.in_flight.discard(request)
+        started = request.routed_at
+        if started is not None:
+            request.routed_at = None
+            route = request.route
+            stats = self.unrouted if route is None else route.stats
+            stats.ended(request, self.reactor.seconds() - started)
         if self._idle_closing:
             # Its connection falls idle once the response is written.
             self.reactor.callLater(0, self._close_idle)

@@ -110,6 +110,14 @@ class Upstream:
         starting, or has died, is not).
     @ivar pid: for a worker process, the process ID of its latest run
         (kept after it exits, until it runs again); else L{None}.
+    @ivar failures: requests it failed: a connection it refused, no
+        answer within the route's timeout, a broken or cut answer (the
+        proxy engine counts them).
+    @ivar retries: requests sent again after an attempt on it failed: to
+        the route's next upstream after a refused connection, or to it
+        anew after a kept-alive connection turned out closed.
+    @ivar restarts: for a worker process, the times it was started again
+        after it exited (L{txrouter.workers.WorkerSet}).
     """
 
     def __init__(
@@ -130,6 +138,9 @@ class Upstream:
         self.ready = True
         self.timeouts = 0
         self.pid: int | None = None
+        self.failures = 0
+        self.retries = 0
+        self.restarts = 0
         self._warned_at = float("-inf")
         self._left_out = 0
 

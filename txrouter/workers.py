@@ -341,6 +341,8 @@ class WorkerSet:
         # the same worker stops by itself.
         self._runs[name] = self._runs.get(name, 0) + 1
         if started:
+            if self._runs[name] > 1:
+                upstream.restarts += 1  # not its first start
             upstream.down_until = 0.0
             upstream.pid = self.pids()[name]
             self._probe(name, self._runs[name])
