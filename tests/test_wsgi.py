@@ -877,6 +877,55 @@ class ValidEnvironTests(SynchronousTestCase):
             self.assertNotIn("HTTP_CONTENT_LENGTH", seen)
             self.assertEqual(seen["SERVER_SOFTWARE"], "txrouter")
 
+    def test_same_as_twisted(self) -> None:
+        """
+        Apart from the keys this module adds and the two it leaves out, the
+        environ has exactly the keys and values of Twisted's
+        C{_WSGIResponse}, for requests of every shape: no query, an empty
+        one, repeated headers, Latin-1 bytes in a value, no path below the mount, a
+        bare mount, several Content-Types.
+        """
+        cases = [
+            (b"GET", b"/app/page?q=1&r=%20", [b"app"], [b"page"], []),
+            (b"GET", b"/app/", [b"app"], [b""], [(b"Accept", b"a"), (b"Accept", b"b")]),
+            (b"HEAD", b"/", [], [b""], [(b"X-Cafe", b"cr\xe8me")]),
+            (b"POST", b"/a/b/c?", [b"a", b"b"], [b"c"], [(b"Content-Type", b"x/y")]),
+            (b"PUT", b"/app", [b"app"], [], [(b"Content-Length", b"0")]),
+            (
+                b"GET",
+                b"/x",
+                [],
+                [b"x"],
+                [(b"Content-Type", b"a"), (b"Content-Type", b"b")],
+            ),
+            (
+                b"GET",
+                b"/x",
+                [],
+                [b"x"],
+                [(b"Dnt", b"1"), (b"X-Forwarded-For", b"1.2.3.4")],
+            ),
+        ]
+        for method, uri, prepath, postpath, headers in cases:
+            exchange = Exchange(method)
+            request = exchange.request
+            request.uri, request.prepath, request.postpath = uri, prepath, postpath
+            for name, value in headers:
+                request.requestHeaders.addRawHeader(name, value)
+            theirs = stock._WSGIResponse(None, None, None, request).environ
+            ours = txrouter.wsgi.wsgi_environ(request)
+            for added in (
+                "SERVER_SOFTWARE",
+                "wsgi.input_terminated",
+                "wsgi.file_wrapper",
+            ):
+                ours.pop(added)
+            for left_out in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+                theirs.pop(left_out, None)
+            for stream in ("wsgi.errors", "wsgi.input"):
+                self.assertIs(type(ours.pop(stream)), type(theirs.pop(stream)))
+            self.assertEqual(ours, theirs, uri)
+
 
 class ContentLengthTests(WSGITestCase):
     """
@@ -1027,6 +1076,9 @@ class TimeoutTests(SynchronousTestCase):
         self.reactor.advance(4.0)
         self.pool.calls.pop()()
         self.assertEqual(self.exchange.response().body, b"late")
+        self.assertEqual(self.resource.waiting, {})
+        # The looks for late answers stop at the next one, nothing waiting.
+        self.reactor.advance(WSGIResource.CHECK_EVERY)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertEqual((self.resource.abandoned, self.released), (0, ["x"]))
 
@@ -1041,8 +1093,27 @@ class TimeoutTests(SynchronousTestCase):
         )
         exchange = Exchange()
         resource.serve(exchange.request, lambda: None)
-        self.assertEqual(reactor.getDelayedCalls(), [])
+        self.assertEqual(resource.waiting, {})
+        reactor.advance(10)
         self.assertEqual(exchange.response().body, b"ab")
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_late_within_a_check(self) -> None:
+        """
+        A request that came between two looks gets its 504 at the first
+        look past its deadline: at most L{WSGIResource.CHECK_EVERY} late.
+        """
+        self.reactor.advance(0.3)
+        exchange = Exchange()
+        self.resource.serve(exchange.request, lambda: None)
+        self.reactor.advance(4.7)  # 5.0: the first request's 504 only
+        self.assertEqual(exchange.raw(), b"")
+        self.assertEqual(self.exchange.response().status[:12], b"HTTP/1.1 504")
+        self.reactor.advance(CHECK := WSGIResource.CHECK_EVERY)
+        self.assertEqual(exchange.response().status[:12], b"HTTP/1.1 504")
+        self.assertEqual(self.resource.abandoned, 2)
+        self.reactor.advance(CHECK)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_error_releases(self) -> None:
         """

@@ -21,10 +21,12 @@ in memory. Here the response is the request's streaming producer, and while
 the client's connection is full the pool thread waits before producing the
 next chunk.
 
-The environ, C{start_response} and error handling are Twisted's own, except
-that the body's C{close()} is called after an error while iterating too, and
-that a request body that came chunked is described by its length (see
-L{_Response.__init__}).
+The environ is made here (L{_environ}), with Twisted's keys and values and
+a few more (a differential test holds them to Twisted's), in about half
+Twisted's time. C{start_response} and error handling are Twisted's own,
+except that the body's C{close()} is called after an error while iterating
+too. A route's timeout is kept by one look every half second for requests
+past their deadline, not by a timer per request.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from threading import Event
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import blockingCallFromThread
 from twisted.python.failure import Failure
 from twisted.web import wsgi
@@ -70,7 +73,6 @@ class _Response(wsgi._WSGIResponse):
 
     # Set when the client was answered 504 while the thread went on.
     _abandoned = False
-    _timer: Any = None
 
     def __init__(
         self,
@@ -78,54 +80,36 @@ class _Response(wsgi._WSGIResponse):
         request: Any,
         release: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(
-            resource._reactor, resource._threadpool, resource._application, request
-        )
+        # Twisted's __init__, with the environ made by wsgi_environ().
+        self.started = False
+        self.reactor = resource._reactor
+        self.threadpool = resource._threadpool
+        self.application = resource._application
+        self.request = request
+        request.notifyFinish().addBoth(self._finished)
+        # The application sets every response header itself.
+        request.defaultContentType = None
+        self.environ = _environ(request)
         self._resource = resource
         self._release = release
-        environ: dict[str, Any] = self.environ
-        environ["wsgi.file_wrapper"] = FileWrapper
-        # Twisted copies every header to HTTP_*, these two as well; PEP 3333
-        # has them only as CONTENT_TYPE and CONTENT_LENGTH (wsgiref.validate
-        # refuses them).
-        environ.pop("HTTP_CONTENT_TYPE", None)
-        environ.pop("HTTP_CONTENT_LENGTH", None)
-        environ["SERVER_SOFTWARE"] = SERVER_SOFTWARE
-        # twisted.web has read the whole body before the resource runs, so
-        # it is always terminated (PEP 3333's wsgi.input_terminated).
-        environ["wsgi.input_terminated"] = True
-        if environ.pop("HTTP_TRANSFER_ENCODING", None) is not None:
-            # A chunked body, already undone into request.content: Twisted
-            # leaves CONTENT_LENGTH empty and Django would read nothing.
-            # Describe it as a worker sees it (the proxy engine re-frames
-            # it with Content-Length): its length, no Transfer-Encoding.
-            content = request.content
-            content.seek(0, 2)
-            environ["CONTENT_LENGTH"] = str(content.tell())
-            content.seek(0)
 
     def start(self) -> None:
-        timeout = self._resource.timeout
-        if timeout is not None:
-            self._timer = self.reactor.callLater(timeout, self._too_slow)
+        if self._resource.timeout is not None:
+            self._resource.watch(self)
         super().start()
 
     def _answering(self) -> None:
         """
         The application's answer (or error) reached the reactor.
         """
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
-            self._timer = None
+        self._resource.waiting.pop(self, None)
 
-    def _too_slow(self) -> None:
+    def too_slow(self) -> None:
         """
         The application has not started its answer within the route's
         timeout: answer 504; its thread cannot be stopped, so it is left to
         finish, and its slot with it.
         """
-        self._timer = None
         if self._requestFinished:
             return
         resource = self._resource
@@ -337,9 +321,18 @@ class WSGIResource(wsgi.WSGIResource):
     L{_Response}.
 
     @ivar timeout: seconds the application has to start its answer before
-        the client gets 504 (L{None}: no limit).
+        the client gets 504 (L{None}: no limit). Rather than a timer per
+        request, a look every L{CHECK_EVERY} seconds, while any request
+        waits, finds those past their deadline: a 504 comes at most that
+        much late.
     @ivar abandoned: requests answered 504 whose thread still runs.
+    @ivar waiting: the requests whose answer has not started yet, with
+        their deadlines (reactor time), oldest first (one C{timeout} for
+        all, so deadlines come in the order requests do).
     """
+
+    #: Seconds between two looks for requests past their deadline.
+    CHECK_EVERY = 0.5
 
     def __init__(
         self,
@@ -351,6 +344,34 @@ class WSGIResource(wsgi.WSGIResource):
         super().__init__(reactor, threadpool, application)
         self.timeout = timeout
         self.abandoned = 0
+        self.waiting: dict[_Response, float] = {}
+        self._checks: LoopingCall | None = None
+
+    def watch(self, response: _Response) -> None:
+        """
+        Answer C{response} 504 unless its application starts answering
+        within C{timeout}.
+        """
+        assert self.timeout is not None
+        self.waiting[response] = self._reactor.seconds() + self.timeout
+        if self._checks is None:
+            self._checks = LoopingCall(self._check)
+            self._checks.clock = self._reactor
+            self._checks.start(self.CHECK_EVERY, now=False)
+
+    def _check(self) -> None:
+        now = self._reactor.seconds()
+        waiting = self.waiting
+        while waiting:
+            response, deadline = next(iter(waiting.items()))
+            if deadline > now:
+                return
+            del waiting[response]
+            response.too_slow()
+        # Nothing waits: no more looks until a request does.
+        assert self._checks is not None
+        self._checks.stop()
+        self._checks = None
 
     def render(self, request: Any) -> int:
         _Response(self, request).start()
@@ -364,14 +385,101 @@ class WSGIResource(wsgi.WSGIResource):
         _Response(self, request, release).start()
 
 
+#: The environ's C{HTTP_*} key of each request header name as Twisted
+#: keeps it; L{None} for the headers that have a key of their own. At most
+#: L{_KEYS_KEPT} names are kept: a client's made-up ones are not.
+_HTTP_KEYS: dict[bytes, str | None] = {}
+_KEYS_KEPT = 512
+_OWN_KEYS = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
+
+
+def _http_key(name: bytes) -> str | None:
+    key = _HTTP_KEYS.get(name)
+    if key is None and name not in _HTTP_KEYS:
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        if key in _OWN_KEYS:
+            key = None
+        if len(_HTTP_KEYS) < _KEYS_KEPT:
+            _HTTP_KEYS[name] = key
+    return key
+
+
+def _environ(request: Any) -> dict[str, Any]:
+    """
+    The environ of C{request}: the keys and values of Twisted's
+    C{_WSGIResponse} (PEP 3333's native strings, ISO-8859-1), except that
+    C{CONTENT_TYPE} and C{CONTENT_LENGTH} are not also C{HTTP_*} keys
+    (C{wsgiref.validate} refuses them), a body that came chunked is
+    described by its length (the way a worker sees it, since the proxy
+    engine re-frames it with C{Content-Length}), and C{SERVER_SOFTWARE},
+    C{wsgi.input_terminated} and C{wsgi.file_wrapper} are set.
+    """
+    peer = request.getClientAddress()
+    prepath, postpath = request.prepath, request.postpath
+    headers = request.requestHeaders
+    content_type = headers.getRawHeaders(b"content-type")
+    content_length = headers.getRawHeaders(b"content-length")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method.decode("latin-1"),
+        "REMOTE_ADDR": _native(peer.host),
+        "REMOTE_PORT": str(peer.port),
+        "SCRIPT_NAME": "/" + b"/".join(prepath).decode("latin-1") if prepath else "",
+        "PATH_INFO": "/" + b"/".join(postpath).decode("latin-1") if postpath else "",
+        "QUERY_STRING": request.uri.partition(b"?")[2].decode("latin-1"),
+        "CONTENT_TYPE": content_type[-1].decode("latin-1") if content_type else "",
+        "CONTENT_LENGTH": (
+            content_length[-1].decode("latin-1") if content_length else ""
+        ),
+        "SERVER_NAME": _native(request.getRequestHostname()),
+        "SERVER_PORT": str(request.getHost().port),
+        "SERVER_PROTOCOL": request.clientproto.decode("latin-1"),
+    }
+    chunked = False
+    for name, values in headers.getAllRawHeaders():
+        key = _http_key(name)
+        if key is None:
+            continue
+        if key == "HTTP_TRANSFER_ENCODING":
+            # A chunked body, already undone into request.content: its
+            # length, and no Transfer-Encoding, as in a worker.
+            chunked = True
+            continue
+        # Twisted turns a newline into a space (none passes the channel).
+        if len(values) == 1:
+            environ[key] = values[0].decode("latin-1").replace("\n", " ")
+        else:
+            value = ",".join(v.decode("latin-1") for v in values)
+            environ[key] = value.replace("\n", " ")
+    content = request.content
+    if chunked:
+        content.seek(0, 2)
+        environ["CONTENT_LENGTH"] = str(content.tell())
+        content.seek(0)
+    environ["wsgi.version"] = (1, 0)
+    environ["wsgi.url_scheme"] = "https" if request.isSecure() else "http"
+    environ["wsgi.run_once"] = False
+    environ["wsgi.multithread"] = True
+    environ["wsgi.multiprocess"] = False
+    environ["wsgi.errors"] = wsgi._ErrorStream()
+    environ["wsgi.input"] = wsgi._InputStream(content)
+    environ["wsgi.input_terminated"] = True  # twisted.web read it whole
+    environ["wsgi.file_wrapper"] = FileWrapper
+    environ["SERVER_SOFTWARE"] = SERVER_SOFTWARE
+    return environ
+
+
+def _native(value: str | bytes) -> str:
+    # Twisted's _wsgiString: an address may be either.
+    return value if isinstance(value, str) else value.decode("latin-1")
+
+
 def wsgi_environ(request: Any) -> dict[str, Any]:
     """
     The environ an application is called with for C{request}, made as for
     a request being served, with no application, thread or reactor (for
     C{txrouter explain}).
     """
-    environ: dict[str, Any] = _Response(WSGIResource(None, None, None), request).environ
-    return environ
+    return _environ(request)
 
 
 class FileWrapper:
