@@ -135,6 +135,9 @@ class RouterChannel(HTTPChannel):
     _kept_size = 0
     # Whether the loop that answers requests in turn is running.
     _turning = False
+    # Once the connection has switched protocols: the tunnel that carries
+    # its bytes (L{switch_protocols}).
+    _tunnel: Any = None
 
     # The request whose head or body is being parsed, and what is left of
     # the body its route takes.
@@ -168,6 +171,10 @@ class RouterChannel(HTTPChannel):
     # -- reading
 
     def dataReceived(self, data: bytes) -> None:
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.from_client(data)
+            return
         if self._refusing or self._read_all or self._held is not None:
             return
         self.resetTimeout()
@@ -232,13 +239,17 @@ class RouterChannel(HTTPChannel):
                 return
             raise (e.__context__ or e) from None
         except httptools.HttpParserUpgrade as upgrade:
-            # The request asking to switch protocols has been answered as a
-            # plain one (nothing is tunnelled yet): what follows its head is
-            # the next request.
+            # What follows a request asking to switch protocols belongs to
+            # the new protocol if its answer switches (L{switch_protocols}),
+            # and is the next request if not: kept until it is answered.
             self._parser = httptools.HttpRequestParser(self)
             rest = data[upgrade.args[0] :]
-            if rest and not self._read_all:
-                self._feed(rest)
+            if not rest or self._read_all:
+                return
+            if self._whole_waiting():
+                self._keep(rest)
+            else:
+                self._feed(rest)  # answered already, as a plain request
         except httptools.HttpParserError as e:
             raise _Refused(400, f"not valid HTTP/1.1 ({e})") from None
 
@@ -316,10 +327,18 @@ class RouterChannel(HTTPChannel):
             version,
             not (version == b"HTTP/1.1" and parser.should_keep_alive()),
         )
-        if parser.should_upgrade() and length != 0:
-            # llhttp takes what follows the head for the new protocol, where
-            # the request says it is its body.
-            raise _Refused(400, "a request to switch protocols cannot have a body here")
+        if parser.should_upgrade():
+            if length != 0:
+                # llhttp takes what follows the head for the new protocol,
+                # where the request says it is its body.
+                raise _Refused(
+                    400, "a request to switch protocols cannot have a body here"
+                )
+            if version == b"HTTP/1.1" and not head.closes:
+                # A route that tunnels may switch (L{txrouter.proxy}).
+                asked = request.requestHeaders.getRawHeaders(b"upgrade")
+                if asked:
+                    request.upgrade = b",".join(asked).lower()
         # The edge drops header names with "_": say whether there are any.
         request.underscored_names = self._underscored
         limit = self.limits.max_body
@@ -429,10 +448,52 @@ class RouterChannel(HTTPChannel):
             request.responseHeaders.setRawHeaders(b"connection", [b"close"])
         return False
 
+    # -- switching protocols
+
+    @property
+    def tunnelled(self) -> bool:
+        """
+        Whether the connection has switched protocols (it carries no more
+        HTTP requests).
+        """
+        return self._tunnel is not None
+
+    def switch_protocols(
+        self, request: Any, reason: bytes, headers: Any, tunnel: Any
+    ) -> None:
+        """
+        Answer C{request} C{101 Switching Protocols} with C{headers} (a
+        L{Headers}), and from then on carry the connection's bytes both
+        ways through C{tunnel} (a L{txrouter.tunnel.Tunnel}): the bytes the
+        client sent after the request first.
+        """
+        self._tunnel = tunnel
+        self._deadline = self._left = None
+        self._waiting_for = ""
+        self.setTimeout(None)  # the tunnel's own idle timeout runs instead
+        request.setResponseCode(101, reason)
+        # Written here, without Twisted's framing of a body: none follows.
+        request.startedWriting = 1
+        self.writeHeaders(b"HTTP/1.1", b"101", reason, headers)
+        site = self.site
+        if site is not None:
+            site.tunnel_opened(tunnel)
+        request.finish()  # logged and counted as a 101; see requestDone
+
+    def _start_tunnel(self) -> None:
+        early = b"".join(self._kept)
+        self._kept, self._kept_size = [], 0
+        self._handlingRequest = False
+        self._networkProducer.resumeProducing()
+        self._tunnel.start(early)
+
     def requestDone(self, request: Any) -> None:
         if request is not self.requests[0]:
             raise TypeError(request)
         del self.requests[0]
+        if self._tunnel is not None:
+            self._start_tunnel()
+            return
         if not self._waitingForTransport:
             self._networkProducer.resumeProducing()
         if not self.persistent:
@@ -519,8 +580,15 @@ class RouterChannel(HTTPChannel):
     def check_deadlines(self, now: float) -> None:
         """
         Refuse a head or body that is late, drop a client that has taken
-        nothing for too long (called by the site's sweep).
+        nothing for too long, close an idle tunnel (called by the site's
+        sweep).
         """
+        if self._tunnel is not None:
+            if self._send_deadline is not None and now >= self._send_deadline:
+                self._not_reading()
+            else:
+                self._tunnel.check(now)
+            return
         if self._deadline is not None and now >= self._deadline:
             if self._waiting_for == "head":
                 why = (
@@ -536,13 +604,22 @@ class RouterChannel(HTTPChannel):
 
     def pauseProducing(self) -> None:
         # The transport takes no more: Twisted stops reading (unless it is
-        # answering), and the time is no longer the sender's to count.
-        super().pauseProducing()
+        # answering), and the time is no longer the sender's to count. A
+        # tunnel stops reading its upstream instead: the client may still
+        # send.
+        if self._tunnel is not None:
+            self._tunnel.client_full()
+        else:
+            super().pauseProducing()
         if self._send_deadline is None:
             self._send_deadline = self._now() + self.limits.send_timeout
             self._stand_still()
 
     def resumeProducing(self) -> None:
+        if self._tunnel is not None:
+            self._send_deadline = None
+            self._tunnel.client_drained()
+            return
         if self._send_deadline is not None:
             self._send_deadline = None
             if not self._handlingRequest:
@@ -605,6 +682,8 @@ class RouterChannel(HTTPChannel):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._deadline = self._send_deadline = self._left = None
         super().connectionLost(reason)
+        if self._tunnel is not None:
+            self._tunnel.client_lost()
         listener = self.listener
         if listener is not None:
             listener.open -= 1

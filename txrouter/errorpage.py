@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BUSY", "TOO_SLOW", "error_page"]
+__all__ = ["BUSY", "TOO_SLOW", "TUNNELS_FULL", "error_page"]
 
 _PAGES = {
     400: b"400 Bad Request: the path is not valid.\n",
@@ -21,6 +21,12 @@ _PAGES = {
 
 #: A 503 for a route whose slots and waiting line are full.
 BUSY = b"503 Service Unavailable: this site is busy; try again shortly.\n"
+
+#: A 503 for a route that has as many tunnels open as it may.
+TUNNELS_FULL = (
+    b"503 Service Unavailable: this site has as many connections open as it "
+    b"takes; try again shortly.\n"
+)
 
 #: A 504 for an application that did not start its answer in time.
 TOO_SLOW = b"504 Gateway Timeout: the application did not answer in time.\n"

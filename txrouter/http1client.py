@@ -20,6 +20,11 @@ A response that fails before its first byte on a connection that had
 already served one is reported as C{stale}, so an idempotent request can be
 retried on a new connection (the upstream may have closed it while idle).
 
+A request that asks to switch protocols (C{Upgrade}) may be answered
+C{101 Switching Protocols}, naming the protocol it asked for: the
+connection then leaves HTTP for good, and carries bytes for a
+L{txrouter.tunnel.Tunnel} (L{HTTP1Connection.join}); it is never pooled.
+
 A connection goes back to the pool only when its exchange ended cleanly
 (the whole request sent, the whole response read and nothing after it, no
 C{Connection: close}), and it leaves the pool the moment it has anything to
@@ -64,9 +69,17 @@ _INLINE_BODY = 256 * 1024
 # Look at the socket's receive queue without taking anything from it.
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
-_IDLE, _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE = (
-    range(8)
-)
+(
+    _IDLE,
+    _HEAD,
+    _LENGTH,
+    _CHUNK_SIZE,
+    _CHUNK_DATA,
+    _CHUNK_END,
+    _TRAILERS,
+    _UNTIL_CLOSE,
+    _SWITCHED,
+) = range(9)
 
 
 class ResponseReceiver(TypingProtocol):
@@ -89,6 +102,15 @@ class ResponseReceiver(TypingProtocol):
     def response_done(self) -> None:
         """
         The whole body arrived.
+        """
+
+    def response_switched(
+        self, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """
+        The upstream switched to the protocol the request asked for (its
+        C{101} head arrived): the receiver joins the connection to a tunnel
+        (L{HTTP1Connection.join}), or aborts it.
         """
 
     def request_progress(self) -> None:
@@ -175,6 +197,8 @@ class HTTP1Connection(Protocol):
         self._lost = False
         self._paused = False
         self._uploading = False
+        self._switching: bytes | None = None
+        self._tunnel: Any = None
         self.lost: Deferred[None] = Deferred()
 
     # -- sending
@@ -186,6 +210,7 @@ class HTTP1Connection(Protocol):
         length: int,
         receiver: ResponseReceiver,
         head_request: bool,
+        switching: bytes | None = None,
     ) -> None:
         """
         Send one request.
@@ -195,11 +220,14 @@ class HTTP1Connection(Protocol):
         @param body: a file positioned at the body's start, or L{None}.
         @param length: the body's length.
         @param head_request: the method is HEAD (the response has no body).
+        @param switching: the protocol (lower case) the request asks to
+            switch to, if any: only then may the answer be a C{101}.
         """
         self._receiver = receiver
         self._state = _HEAD
         self._received_any = False
         self._head_request = head_request
+        self._switching = switching
         transport = self.transport
         assert transport is not None
         if body is None or length == 0:
@@ -256,6 +284,10 @@ class HTTP1Connection(Protocol):
     # -- receiving
 
     def dataReceived(self, data: bytes) -> None:
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.from_upstream(data)
+            return
         if self._receiver is None:
             # Bytes nobody asked for: an upstream talking out of turn.
             self.abort()
@@ -310,9 +342,10 @@ class HTTP1Connection(Protocol):
             return False
         head, self._buffer = self._buffer[:end], self._buffer[end + 4 :]
         status, reason, headers, version = _parse_head(head)
+        if status == 101:
+            self._switched(reason, headers)
+            return True
         if 100 <= status < 200:
-            if status == 101:
-                raise BadResponse("unexpected 101 Switching Protocols")
             return True  # an interim response: the real one follows
         self._reusable = version == b"HTTP/1.1"
         framing = self._framing(status, headers)
@@ -334,6 +367,42 @@ class HTTP1Connection(Protocol):
             self._remaining = framing
             self._state = _LENGTH
         return True
+
+    def _switched(self, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        """
+        A C{101}: valid only as the answer to a request that asked to
+        switch, naming the protocol it asked for (RFC 9110 section 15.2.2).
+        """
+        asked = self._switching
+        if asked is None:
+            raise BadResponse("unexpected 101 Switching Protocols")
+        named = [v for n, v in headers if n.lower() == b"upgrade"]
+        if len(named) != 1 or named[0].strip().lower() != asked:
+            raise BadResponse(
+                f"a 101 must name the protocol asked for ({asked.decode()!r}), "
+                f"not {b', '.join(named).decode('latin-1')!r}"
+            )
+        receiver, self._receiver = self._receiver, None
+        self._state = _SWITCHED
+        self._reusable = False
+        self.pool.forget(self)
+        assert receiver is not None
+        receiver.response_switched(reason, headers)
+
+    def join(self, tunnel: Any) -> None:
+        """
+        Carry this connection's bytes for C{tunnel} (a
+        L{txrouter.tunnel.Tunnel}) from now on, those that came with the
+        C{101} first.
+        """
+        self._tunnel = tunnel
+        early, self._buffer = self._buffer, b""
+        if self._paused:
+            self.resumeProducing()
+        if early:
+            tunnel.from_upstream(early)
+        if self._lost:
+            tunnel.upstream_lost()
 
     def _framing(self, status: int, headers: list[tuple[bytes, bytes]]) -> int | None:
         """
@@ -423,6 +492,9 @@ class HTTP1Connection(Protocol):
         self._lost = True
         self.lost.callback(None)
         self.pool.forget(self)
+        if self._tunnel is not None:
+            self._tunnel.upstream_lost()
+            return
         if self._receiver is None:
             return
         if self._state == _UNTIL_CLOSE and reason.check(ConnectionDone):

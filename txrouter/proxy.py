@@ -11,6 +11,14 @@ is aborted when a body then stalls that long). A connection that could
 not be made is retried on the route's next upstream (nothing was sent yet).
 Each upstream counts the requests it failed and those retried after it
 (L{Upstream.failures}, L{Upstream.retries}), for the metrics.
+
+A request that asks to switch to a protocol the route tunnels (its
+C{upgrade} list: WebSocket by default) is sent with its C{Upgrade}; if the
+upstream answers C{101}, the client and upstream connections become a
+L{txrouter.tunnel.Tunnel}, up to the route's C{max_tunnels} (503 beyond).
+Any other answer is relayed as usual. A protocol the route does not tunnel
+is a 400, but for C{h2c}, which RFC 9113 retired: such a request is served
+as plain HTTP/1.1, as the RFCs let a server do with any C{Upgrade}.
 """
 
 from __future__ import annotations
@@ -24,10 +32,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IUNIXTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from txrouter.errorpage import error_page
+from txrouter.errorpage import TUNNELS_FULL, error_page
 from txrouter.forwarding import (
     Forwarding,
     Pairs,
@@ -40,6 +49,7 @@ from txrouter.forwarding import (
 )
 from txrouter.http1client import HTTP1Connection
 from txrouter.proxyclient import ProxyClient
+from txrouter.tunnel import Tunnel, Tunnels
 from txrouter.upstream import Upstream, UpstreamGroup
 
 __all__ = [
@@ -77,6 +87,11 @@ class ProxySettings:
     @ivar worker_token: set when the upstreams are our own worker processes:
         they get the client's headers untouched plus the connection's facts
         (L{txrouter.forwarding.worker_headers}).
+    @ivar upgrades: the protocols (lower case) a request may switch to,
+        through a tunnel; none for an upstream that cannot switch.
+    @ivar tunnel_idle_timeout: seconds a tunnel may carry nothing either
+        way before it is closed.
+    @ivar max_tunnels: tunnels open at once (a handshake counts).
     """
 
     name: str
@@ -85,11 +100,16 @@ class ProxySettings:
     trusted: TrustedProxies
     prefix: bytes = b""
     worker_token: bytes | None = None
+    upgrades: frozenset[bytes] = frozenset()
+    tunnel_idle_timeout: float = 3600.0
+    max_tunnels: int = 4096
 
 
 class ProxyResource(Resource):
     """
     Forwards every request below its prefix to one of C{group}'s upstreams.
+
+    @ivar tunnels: the route's open tunnels.
     """
 
     isLeaf = True
@@ -106,6 +126,7 @@ class ProxyResource(Resource):
         self.client = client
         self.group = group
         self.settings = settings
+        self.tunnels = Tunnels(settings.max_tunnels)
 
     def render(self, request: Any) -> int:
         _Exchange(self, request, None).start()
@@ -209,6 +230,8 @@ class _Exchange:
         self.producing = False
         self.retried = False
         self.client_gone = False
+        #: The protocol asked for, when the route tunnels it.
+        self.switching: bytes | None = None
 
     def start(self) -> None:
         request = self.request
@@ -225,9 +248,45 @@ class _Exchange:
         self.length = content.tell()
         self.has_body = self.length > 0 or request.method in _BODY_METHODS
         settings = self.resource.settings
+        # Set by the strict channel (a plain Twisted request has none).
+        asked = getattr(request, "upgrade", None)
+        if asked is not None and not self._may_switch(asked):
+            return
         if settings.worker_token is None:
             self.forwarding = forwarding_for(request, settings)
         self._attempt()
+
+    def _may_switch(self, asked: bytes) -> bool:
+        """
+        Decide what to do with a request asking to switch to C{asked} (its
+        C{Upgrade}, lower case): tunnel it, serve it as plain HTTP, or
+        refuse it (then L{False}).
+        """
+        resource = self.resource
+        protocols = [p.strip() for p in asked.split(b",")]
+        upgrades = resource.settings.upgrades
+        tunnelled = [p for p in protocols if p.partition(b"/")[0] in upgrades]
+        if not tunnelled:
+            if upgrades and any(p.partition(b"/")[0] != b"h2c" for p in protocols):
+                names = ", ".join(sorted(u.decode() for u in upgrades))
+                why = (
+                    f"400 Bad Request: this URL switches protocols only to "
+                    f"{names}, not to {asked.decode('latin-1')!r}.\n"
+                )
+                error_page(self.request, 400, body=why.encode("utf-8"))
+                return False
+            return True  # served as plain HTTP/1.1
+        tunnels = resource.tunnels
+        if tunnels.full():
+            error_page(self.request, 503, retry_after=1, body=TUNNELS_FULL)
+            return False
+        self.switching = tunnelled[0]
+        tunnels.opening += 1
+        self.request.notifyFinish().addBoth(self._handshake_over)
+        return True
+
+    def _handshake_over(self, ignored: object) -> None:
+        self.resource.tunnels.opening -= 1
 
     def _over(self, ignored: object) -> None:
         assert self.release_slot is not None
@@ -311,6 +370,8 @@ class _Exchange:
         lines = [b"%s %s%s HTTP/1.1\r\n" % (request.method, upstream.base, self.path)]
         for name, value in headers:
             lines.append(b"%s: %s\r\n" % (name, value))
+        if self.switching is not None:
+            lines.append(b"Connection: Upgrade\r\nUpgrade: %s\r\n" % (self.switching,))
         body = request.content if self.has_body else None
         if body is not None and self._pass_file(connection):
             # The worker reads the file: no second copy of the body.
@@ -327,6 +388,7 @@ class _Exchange:
             self.length if body is not None else 0,
             self,
             request.method == b"HEAD",
+            self.switching,
         )
         if self.connection is connection and not self.started:
             self.timer = self.resource.reactor.callLater(
@@ -427,6 +489,41 @@ class _Exchange:
             self.timer = self.resource.reactor.callLater(
                 self.resource.settings.timeout, self._stalled
             )
+
+    def response_switched(
+        self, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self._stop_timer()
+        self.started = True
+        connection, self.connection = self.connection, None
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.timeouts = 0
+        self._release()
+        assert connection is not None and self.switching is not None
+        request = self.request
+        if self.client_gone:
+            connection.abort()
+            return
+        # Ours (Server, Date), the upstream's (Sec-WebSocket-Accept,
+        # cookies...) less hop-by-hop ones, and the switch itself.
+        answer = Headers()
+        for name in (b"server", b"date"):
+            values = request.responseHeaders.getRawHeaders(name)
+            if values:
+                answer.setRawHeaders(name, values)
+        downstream_headers(headers, answer)
+        answer.setRawHeaders(b"connection", [b"Upgrade"])
+        answer.setRawHeaders(b"upgrade", [self.switching])
+        tunnel = Tunnel(
+            self.resource.reactor,
+            request.channel,
+            connection,
+            self.resource.settings.tunnel_idle_timeout,
+            self.resource.tunnels,
+        )
+        request.channel.switch_protocols(request, reason, answer, tunnel)
+        connection.join(tunnel)
 
     def response_body(self, data: bytes) -> None:
         if self.timer is not None:

@@ -103,6 +103,10 @@ class RouterRequest(Request):
     #: its body received.
     route: RouteTag | None = None
     upstream: Upstream | None = None
+    #: The protocols the client asks to switch to (its C{Upgrade}, lower
+    #: case), set by the strict channel on an HTTP/1.1 request without a
+    #: body whose C{Connection} says C{upgrade} and not C{close}.
+    upgrade: bytes | None = None
     routed_at: float | None = None
     body_length = 0
 
@@ -189,6 +193,8 @@ class RouterSite(Site):
     One site for every listening port.
 
     @ivar in_flight: requests received and not yet finished or abandoned.
+    @ivar tunnels: the connections that switched protocols and are still
+        open (L{txrouter.tunnel.Tunnel}).
     @ivar unrouted: the counters of the requests no route took.
     """
 
@@ -225,6 +231,7 @@ class RouterSite(Site):
         self._idle_closing = False
         self._drained: list[Deferred[None]] = []
         self.in_flight: set[Request] = set()
+        self.tunnels: set[Any] = set()
         self._channels: WeakSet[Any] = WeakSet()
 
     def listener(self, name: str) -> ListenerFactory:
@@ -351,11 +358,12 @@ class RouterSite(Site):
     def _close_idle(self) -> None:
         """
         Close every connection that has no request on it (none being
-        received, none being answered).
+        received, none being answered) and is not a tunnel.
         """
         for channel in list(self._channels):
             transport = getattr(channel, "transport", None)
-            if not channel.requests and transport is not None:
+            tunnelled = getattr(channel, "tunnelled", False)
+            if not channel.requests and transport is not None and not tunnelled:
                 transport.loseConnection()
 
     def configure_access_log(self, format: str, trusted: TrustedProxies) -> None:
@@ -402,15 +410,26 @@ class RouterSite(Site):
         if self._idle_closing:
             # Its connection falls idle once the response is written.
             self.reactor.callLater(0, self._close_idle)
-        if not self.in_flight:
+        self._maybe_drained()
+
+    def tunnel_opened(self, tunnel: Any) -> None:
+        self.tunnels.add(tunnel)
+
+    def tunnel_ended(self, tunnel: Any) -> None:
+        self.tunnels.discard(tunnel)
+        self._maybe_drained()
+
+    def _maybe_drained(self) -> None:
+        if not self.in_flight and not self.tunnels:
             waiting, self._drained = self._drained, []
             for d in waiting:
                 d.callback(None)
 
     def drain(self, timeout: float) -> Deferred[None]:
         """
-        Wait until no request is in flight, at most C{timeout} seconds; then
-        abort the connections of the requests still running. Meanwhile,
+        Wait until no request is in flight and no tunnel is open, at most
+        C{timeout} seconds; then abort the connections of the requests still
+        running, and the tunnels. Meanwhile,
         requests that keep-alive clients send on their open connections
         are served, answered with C{Connection: close}, for
         L{KEEPALIVE_GRACE} seconds; then the connections still idle close.
@@ -428,12 +447,14 @@ class RouterSite(Site):
         )
 
     def _requests_done(self, timeout: float) -> Deferred[None]:
-        if not self.in_flight:
+        if not self.in_flight and not self.tunnels:
             return succeed(None)
         self._log.info(
-            "Waiting up to {timeout}s for {count} request(s) in flight",
+            "Waiting up to {timeout}s for {count} request(s) in flight and "
+            "{tunnels} tunnel(s)",
             timeout=timeout,
             count=len(self.in_flight),
+            tunnels=len(self.tunnels),
         )
         done: Deferred[None] = Deferred()
         self._drained.append(done)
@@ -442,16 +463,24 @@ class RouterSite(Site):
         return done
 
     def _give_up(self, done: Deferred[None]) -> None:
-        self._log.warn(
-            "drain_timeout reached: aborting {count} request(s) still in flight: "
-            "{uris}",
-            count=len(self.in_flight),
-            uris=", ".join(sorted(r.uri.decode("latin-1") for r in self.in_flight)),
-        )
+        if self.in_flight:
+            self._log.warn(
+                "drain_timeout reached: aborting {count} request(s) still in "
+                "flight: {uris}",
+                count=len(self.in_flight),
+                uris=", ".join(sorted(r.uri.decode("latin-1") for r in self.in_flight)),
+            )
         for request in list(self.in_flight):
             transport = request.channel.transport if request.channel else None
             if transport is not None:
                 transport.abortConnection()  # type: ignore[attr-defined]
+        if self.tunnels:
+            self._log.info(
+                "drain_timeout reached: closing {count} tunnel(s)",
+                count=len(self.tunnels),
+            )
+        for tunnel in list(self.tunnels):
+            tunnel.abort()
         if done in self._drained:
             self._drained.remove(done)
             done.callback(None)
