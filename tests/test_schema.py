@@ -272,6 +272,8 @@ class DefaultsTests(SynchronousTestCase):
             return asdict(route.threads)
         if key == "env":
             return dict(route.env)
+        if key == "upgrade":
+            return list(route.upgrade)
         return getattr(route, key)
 
     def test_routes(self) -> None:

@@ -19,6 +19,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.test_config import make_site, problems_of, write_routes
 from tests.test_proxy import (
     PEER,
     FakeEndpoint,
@@ -26,7 +27,9 @@ from tests.test_proxy import (
     parse_request,
     parse_response,
 )
+from txrouter.config import load_config
 from txrouter.forwarding import TrustedProxies
+from txrouter.kinds.proxy import proxy_settings
 from txrouter.limits import Limits
 from txrouter.privatetwisted import http_channel_of
 from txrouter.proxy import ProxyResource, ProxySettings
@@ -415,3 +418,77 @@ class BackPressureTests(SynchronousTestCase):
         self.assertEqual(client.transport.producerState, "paused")
         producer.resumeProducing()
         self.assertEqual(client.transport.producerState, "producing")
+
+
+class ConfigTests(SynchronousTestCase):
+    """
+    The proxy route options of tunnels, read from a routes file.
+    """
+
+    def route(self, options: str) -> Any:
+        folder = make_site(self)
+        path = write_routes(
+            folder,
+            "listen: tcp:8080\n"
+            f'routes:\n  /ws/: {{proxy: "http://127.0.0.1:9000/"{options}}}\n',
+        )
+        return load_config(path).tables[""]["/ws/"]
+
+    def problem(self, options: str) -> str:
+        folder = make_site(self)
+        path = write_routes(
+            folder,
+            "listen: tcp:8080\n"
+            f'routes:\n  /ws/: {{proxy: "http://127.0.0.1:9000/"{options}}}\n',
+        )
+        (problem,) = problems_of(self, path)
+        return f"{problem.line}: {problem.where}: {problem.message}"
+
+    def test_defaults(self) -> None:
+        """
+        A proxy route tunnels WebSockets, for an hour idle, 4096 at once.
+        """
+        settings = proxy_settings(self.route(""), TrustedProxies([]))
+        self.assertEqual(settings.upgrades, frozenset({b"websocket"}))
+        self.assertEqual(settings.tunnel_idle_timeout, 3600.0)
+        self.assertEqual(settings.max_tunnels, 4096)
+
+    def test_set(self) -> None:
+        """
+        Each option as written; protocol names in any case, kept once.
+        """
+        route = self.route(
+            ", upgrade: [WebSocket, websocket, irc], tunnel_idle_timeout: 30, "
+            "max_tunnels: 10"
+        )
+        settings = proxy_settings(route, TrustedProxies([]))
+        self.assertEqual(settings.upgrades, frozenset({b"websocket", b"irc"}))
+        self.assertEqual(settings.tunnel_idle_timeout, 30.0)
+        self.assertEqual(settings.max_tunnels, 10)
+
+    def test_none(self) -> None:
+        """
+        C{upgrade: []} (or empty) tunnels nothing.
+        """
+        for written in (", upgrade: []", ", upgrade:"):
+            route = self.route(written)
+            self.assertEqual(route.upgrade, ())
+
+    def test_problems(self) -> None:
+        """
+        A bad option is refused with its line, its place and what is expected.
+        """
+        where = "routes['/ws/']"
+        self.assertEqual(
+            self.problem(", upgrade: websocket"),
+            f"3: {where}.upgrade: expected a list of protocol names such as "
+            "[websocket] (or [] to tunnel none), got str 'websocket'",
+        )
+        self.assertIn("h2c is never tunnelled", self.problem(", upgrade: [h2c]"))
+        self.assertIn(
+            "expected a list of protocol names", self.problem(', upgrade: ["a b"]')
+        )
+        self.assertIn(f"{where}.max_tunnels", self.problem(", max_tunnels: 0"))
+        self.assertIn(
+            f"{where}.tunnel_idle_timeout", self.problem(", tunnel_idle_timeout: -1")
+        )

@@ -311,6 +311,26 @@ _KIND_KEYS: dict[str, dict[str, dict[str, Any]]] = {
             "Pass the client's Host on, rather than the upstream's own.", True
         ),
         "tls_verify": _flag("Verify an https upstream's certificate.", True),
+        "upgrade": {
+            "description": "The protocols a request may switch to (its "
+            "Upgrade header): the upstream's 101 joins the two connections "
+            "into a tunnel. Others get 400, but h2c, which is served as "
+            "plain HTTP/1.1. [] tunnels none.",
+            "type": ["array", "null"],
+            "items": {"type": "string", "pattern": "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"},
+            "default": ["websocket"],
+        },
+        "tunnel_idle_timeout": _number(
+            "Seconds a tunnel may carry nothing either way before it is closed.",
+            3600,
+            0.001,
+        ),
+        "max_tunnels": _whole(
+            "Tunnels open at once on this route (each holds two sockets); "
+            "more handshakes get 503.",
+            4096,
+            1,
+        ),
     },
     "redirect": {
         "redirect": {

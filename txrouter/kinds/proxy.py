@@ -5,10 +5,16 @@ proxy engine (L{txrouter.proxy}).
 
     /api/: {proxy: "http://127.0.0.1:9000/v1/", timeout: 60, connect_timeout: 5}
     /lb/:  {proxy: ["http://127.0.0.1:9001/", "http://127.0.0.1:9002/"]}
+    /ws/:  {proxy: "http://127.0.0.1:9003/", tunnel_idle_timeout: 600}
+
+WebSocket handshakes are passed on, and their connections tunnelled, by
+default (C{upgrade: [websocket]}); C{upgrade: []} serves them as plain
+requests.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -34,7 +40,27 @@ if TYPE_CHECKING:
     from txrouter.routetable import RouteKey
     from txrouter.yamlsource import LocatedDict
 
-__all__ = ["KIND", "ProxyRoute", "proxy_settings"]
+__all__ = [
+    "DEFAULT_UPGRADES",
+    "KIND",
+    "MAX_TUNNELS",
+    "TUNNEL_IDLE_TIMEOUT",
+    "ProxyRoute",
+    "proxy_settings",
+]
+
+#: The protocols a proxy route tunnels unless it says otherwise.
+DEFAULT_UPGRADES = ("websocket",)
+
+#: Seconds a tunnel may carry nothing either way (nginx's
+#: C{proxy_read_timeout} is often raised to an hour for WebSockets).
+TUNNEL_IDLE_TIMEOUT = 3600.0
+
+#: Tunnels a route has open at once (each holds two sockets).
+MAX_TUNNELS = 4096
+
+# A protocol name as Upgrade carries it (RFC 9110 section 7.8), lower case.
+_PROTOCOL = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +79,9 @@ class ProxyRoute:
     tls_verify: bool
     admission: Admission = field(default_factory=Admission)
     max_body: int | None = None
+    upgrade: tuple[str, ...] = DEFAULT_UPGRADES
+    tunnel_idle_timeout: float = TUNNEL_IDLE_TIMEOUT
+    max_tunnels: int = MAX_TUNNELS
 
 
 def read(
@@ -88,7 +117,20 @@ def read(
     tls_verify = reader.flag(spec, "tls_verify", f"{origin.where}.tls_verify", True)
     admission = read_admission(reader, spec, origin)
     max_body = read_max_body(reader, spec, origin)
-    if len(upstreams) != len(items):
+    upgrades = read_upgrades(reader, spec, origin)
+    idle = reader.number(
+        spec,
+        "tunnel_idle_timeout",
+        f"{origin.where}.tunnel_idle_timeout",
+        TUNNEL_IDLE_TIMEOUT,
+        0.001,
+    )
+    max_tunnels = int(
+        reader.number(
+            spec, "max_tunnels", f"{origin.where}.max_tunnels", MAX_TUNNELS, 1, True
+        )
+    )
+    if len(upstreams) != len(items) or upgrades is None:
         return None
     return ProxyRoute(
         prefix,
@@ -100,7 +142,46 @@ def read(
         tls_verify,
         admission,
         max_body,
+        upgrades,
+        idle,
+        max_tunnels,
     )
+
+
+def read_upgrades(
+    reader: ConfigReader, spec: LocatedDict, origin: Origin
+) -> tuple[str, ...] | None:
+    """
+    Read C{upgrade}: the protocols a request may switch to, through a
+    tunnel (L{None} after a problem).
+    """
+    if "upgrade" not in spec:
+        return DEFAULT_UPGRADES
+    value = spec["upgrade"]
+    line = spec.line_of("upgrade")
+    where = f"{origin.where}.upgrade"
+    if value is None:
+        return ()
+    if not isinstance(value, LocatedList) or not all(
+        isinstance(v, str) and _PROTOCOL.match(v.lower()) for v in value
+    ):
+        reader.problem(
+            line,
+            where,
+            "expected a list of protocol names such as [websocket] (or [] to "
+            f"tunnel none), got {describe(value)}",
+        )
+        return None
+    names = tuple(dict.fromkeys(v.lower() for v in value))
+    if "h2c" in names:
+        reader.problem(
+            line,
+            where,
+            "h2c is never tunnelled (RFC 9113 retired it; such a request is "
+            "served as plain HTTP/1.1): remove it",
+        )
+        return None
+    return names
 
 
 def _upstream(reader: ConfigReader, value: Any, line: int, where: str) -> str | None:
@@ -182,6 +263,9 @@ def proxy_settings(route: ProxyRoute, trusted: TrustedProxies) -> ProxySettings:
         trusted=trusted,
         # Known once per route: X-Forwarded-Prefix needs no work per request.
         prefix=route.prefix.rstrip("/").encode("utf-8"),
+        upgrades=frozenset(u.encode("ascii") for u in route.upgrade),
+        tunnel_idle_timeout=route.tunnel_idle_timeout,
+        max_tunnels=route.max_tunnels,
     )
 
 
@@ -207,6 +291,9 @@ KIND = RouteKind(
         "connect_timeout",
         "preserve_host",
         "tls_verify",
+        "upgrade",
+        "tunnel_idle_timeout",
+        "max_tunnels",
         *ADMISSION_OPTIONS,
     ),
     read,
