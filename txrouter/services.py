@@ -19,9 +19,11 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from txrouter.errors import ListenError
+from txrouter.openfiles import raise_open_files_limit
 from txrouter.site import ListenerFactory, RouterSite
 
 if TYPE_CHECKING:
@@ -36,6 +38,8 @@ __all__ = [
     "RuntimeDirService",
     "StopDeadline",
 ]
+
+_log = Logger()
 
 
 class RouterService(MultiService):
@@ -76,6 +80,16 @@ class RouterService(MultiService):
         self.site.resource = table.router
         if self.health is not None:
             self.health.table = table
+
+    def privilegedStartService(self) -> None:
+        raised = raise_open_files_limit()
+        if raised is not None:
+            _log.info(
+                "open files limit raised from {old} to {new}",
+                old=raised[0],
+                new=raised[1],
+            )
+        super().privilegedStartService()
 
     def startService(self) -> None:
         if self.health is not None:
