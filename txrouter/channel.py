@@ -26,6 +26,12 @@ full of pipelined requests is not parsed whole either. A refusal waits for
 the answers to the requests before it, since a client reads answers in
 order.
 
+A request that asks to switch protocols (C{Upgrade}) is answered like any
+other, and what the client sends after it is kept meanwhile: when its
+route's answer switches (L{RouterChannel.switch_protocols}, a WebSocket
+through the proxy engine), those bytes and all that follow go to a
+L{txrouter.tunnel.Tunnel}; otherwise they are parsed as the next request.
+
 A head or body deadline counts only the time in which the router waits for
 the client: it stands still while an earlier request of the connection is
 being answered and while the router holds reading because the client takes

@@ -374,8 +374,13 @@ class Reloader:
 
     def _retire(self, entry: BuiltRoute, drain_timeout: float) -> None:
         """
-        Let what only the old table used finish its requests, then stop it.
+        Let what only the old table used finish its requests, then stop it;
+        its tunnels are closed after C{drain_timeout}, as on SIGTERM (those
+        to workers end with their workers' own drain).
         """
+        tunnels = entry.tunnels
+        if tunnels is not None and tunnels.open and entry.workers is None:
+            self._reactor.callLater(drain_timeout, tunnels.close_all)
         workers = entry.workers
         if workers is not None:
             deadline = self._reactor.seconds() + drain_timeout

@@ -19,6 +19,7 @@ from typing import Any
 from txrouter.djangoproject import FileMount
 from txrouter.kinds.contract import Built, Route
 from txrouter.router import Router
+from txrouter.tunnel import Tunnels
 from txrouter.upstream import UpstreamGroup
 from txrouter.workers import WorkerSet
 
@@ -64,6 +65,10 @@ class BuiltRoute:
     @property
     def mounts(self) -> tuple[FileMount, ...]:
         return self.built.mounts
+
+    @property
+    def tunnels(self) -> Tunnels | None:
+        return self.built.tunnels
 
 
 @dataclass(frozen=True)

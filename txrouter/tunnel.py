@@ -54,6 +54,17 @@ class Tunnels:
         """
         return len(self.open) + self.opening >= self.limit
 
+    def close_all(self) -> None:
+        """
+        Close every open tunnel (its route is gone, after a reload).
+        """
+        if self.open:
+            _log.info(
+                "Closing {count} tunnel(s) of a retired route", count=len(self.open)
+            )
+        for tunnel in list(self.open):
+            tunnel.close()
+
 
 @implementer(IPushProducer)
 class _ClientReading:

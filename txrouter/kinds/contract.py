@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from txrouter.configreader import ConfigReader
     from txrouter.djangoproject import FileMount
     from txrouter.routetable import RouteKey
+    from txrouter.tunnel import Tunnels
     from txrouter.upstream import UpstreamGroup
     from txrouter.workers import WorkerSet
     from txrouter.yamlsource import LocatedDict
@@ -51,12 +52,14 @@ class Built:
         proxy's upstreams, or the workers as upstreams).
     @ivar mounts: folders the router serves beside the route (a Django
         project's C{STATIC_ROOT} and C{MEDIA_ROOT}).
+    @ivar tunnels: the route's open tunnels, if it may switch protocols.
     """
 
     resource: IResource
     workers: WorkerSet | None = None
     upstreams: UpstreamGroup | None = None
     mounts: tuple[FileMount, ...] = ()
+    tunnels: Tunnels | None = None
 
 
 #: Reads one route of the kind: C{(reader, prefix, spec, origin)}; reports

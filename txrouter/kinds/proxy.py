@@ -281,7 +281,7 @@ def build(route: ProxyRoute, key: RouteKey, builder: Builder) -> Built:
     resource = behind_bulkhead(
         builder, route, proxy, PROXY_MAX_CONCURRENT, route.timeout
     )
-    return Built(resource, upstreams=group)
+    return Built(resource, upstreams=group, tunnels=proxy.tunnels)
 
 
 KIND = RouteKind(
