@@ -1311,3 +1311,22 @@ class LateBytesTests(ConnectionTestCase):
             self.addCleanup(theirs.close)
             transport = tcp.Connection(ours, Protocol(), self.reactor)
             self.assertIs(_socket_of(transport), ours)
+
+
+class NoDelayTests(SynchronousTestCase):
+    def test_tcp_nodelay(self) -> None:
+        """
+        A TCP connection to an upstream sends its segments at once (as
+        nginx's C{tcp_nodelay}): a real socket's C{TCP_NODELAY} is set.
+        """
+        server = socket.socket()
+        self.addCleanup(server.close)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        client = socket.create_connection(server.getsockname())
+        self.addCleanup(client.close)
+        reactor = MemoryReactorClock()
+        transport = tcp.Connection(client, None, reactor)
+        connection = HTTP1Connection(ConnectionPool(reactor), "key")
+        connection.makeConnection(transport)
+        self.assertEqual(client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)

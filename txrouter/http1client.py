@@ -42,7 +42,7 @@ from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import ISystemHandle
+from twisted.internet.interfaces import ISystemHandle, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.protocols.basic import FileSender
@@ -200,6 +200,12 @@ class HTTP1Connection(Protocol):
         self._switching: bytes | None = None
         self._tunnel: Any = None
         self.lost: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        # As nginx's tcp_nodelay: the last segment of a request, or of a
+        # tunnelled message, is not held back waiting for an ACK.
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
 
     # -- sending
 
