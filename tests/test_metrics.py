@@ -572,6 +572,34 @@ class RouteStateMetricsTests(SynchronousTestCase):
         world.reactor.advance(DOWN_FOR)
         self.assertEqual([of(n, first) for n in names], [1, 0, 1, 1])
 
+    def test_tunnels(self) -> None:
+        """
+        A proxy route's tunnels: those open, its limit, those opened so far.
+        """
+        world = self.world
+        client = world.send(
+            b"GET /api/ws HTTP/1.1\r\nHost: example.com\r\n"
+            b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        )
+        [upstream] = [
+            e.connections[-1] for e in world.endpoints.values() if e.connections
+        ]
+        upstream.respond(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n\r\n"
+        )
+        names = ("open", "max", "opened_total")
+
+        def values() -> list[float]:
+            return [world.value(f"txrouter_tunnels_{n}", **route(API)) for n in names]
+
+        self.assertEqual(values(), [1, 4096, 1])
+        client.disconnect()
+        world.reactor.advance(0)
+        self.assertEqual(values(), [0, 4096, 1])
+        [api] = [r for r in world.stats.as_json()["routes"] if r["prefix"] == "/api/"]
+        self.assertEqual(api["tunnels"], {"open": 0, "max": 4096, "opened": 1})
+
     def test_upstream_timeout(self) -> None:
         """
         An upstream that sends no answer within the route's timeout is
@@ -980,6 +1008,7 @@ class StatsJsonTests(SynchronousTestCase):
             "duration",
             "bulkhead",
             "workers",
+            "tunnels",
             "upstreams",
         ]
         for entry in data["routes"]:

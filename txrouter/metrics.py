@@ -33,7 +33,10 @@ Per route (C{host}, C{prefix}, C{kind}):
   - for a proxy route (and C{upstream}, its URL as in the routes file):
     C{txrouter_upstream_up}, C{txrouter_upstream_down_seconds} (until one
     marked down is tried again), C{txrouter_upstream_failures_total},
-    C{txrouter_upstream_retries_total}.
+    C{txrouter_upstream_retries_total};
+  - for a route that may switch protocols (WebSockets):
+    C{txrouter_tunnels_open}, C{txrouter_tunnels_max} and
+    C{txrouter_tunnels_opened_total}.
 
 For the router: C{txrouter_threadpool_threads}, C{_max_threads},
 C{_busy_threads}, C{_queued} (the shared pool);
@@ -179,6 +182,21 @@ class RouterCollector(Collector):
             "Requests sent again after an attempt on the upstream failed.",
             labels=upstream,
         )
+        tunnels_open = GaugeMetricFamily(
+            "txrouter_tunnels_open",
+            "Tunnels (WebSockets) open now, handshakes under way excluded.",
+            labels=ROUTE_LABELS,
+        )
+        tunnels_max = GaugeMetricFamily(
+            "txrouter_tunnels_max",
+            "Tunnels the route may have open at once (max_tunnels).",
+            labels=ROUTE_LABELS,
+        )
+        tunnels_opened = CounterMetricFamily(
+            "txrouter_tunnels_opened",
+            "Tunnels opened (a 101 relayed).",
+            labels=ROUTE_LABELS,
+        )
         for report in self._stats.routes():
             labels = [report.host, report.prefix, report.kind]
             stats = report.stats
@@ -201,6 +219,11 @@ class RouterCollector(Collector):
                 worker_up.add_metric(which, int(w.pid is not None))
                 worker_ready.add_metric(which, int(w.state == "ready"))
                 restarts.add_metric(which, w.restarts)
+            tunnels = report.tunnels
+            if tunnels is not None:
+                tunnels_open.add_metric(labels, len(tunnels.open))
+                tunnels_max.add_metric(labels, tunnels.limit)
+                tunnels_opened.add_metric(labels, tunnels.opened)
             for u in report.upstreams or ():
                 which = [*labels, u.name]
                 upstream_up.add_metric(which, int(u.up))
@@ -211,6 +234,7 @@ class RouterCollector(Collector):
         yield from (slots, line, active, queued, rejected, expired)
         yield from (worker_up, worker_ready, restarts)
         yield from (upstream_up, down, failures, retries)
+        yield from (tunnels_open, tunnels_max, tunnels_opened)
 
     def _router(self) -> Iterator[Metric]:
         stats = self._stats

@@ -50,6 +50,9 @@ C{GET /stats} answers, with C{Cache-Control: no-store}::
                      "pid": 41210, "state": "ready", "restarts": 0}],
                                  # or null; state "ready", "starting" or
                                  # "down" (no process: restarting)
+        "tunnels": null,         # or, for a route that switches protocols
+                                 # (WebSockets): {"open": 3, "max": 4096,
+                                 #   "opened": 17}
         "upstreams": null},      # or, for a proxy route:
                                  # [{"name": "http://127.0.0.1:9000/",
                                  #   "up": true, "down_for": 0.0,
@@ -87,6 +90,7 @@ from txrouter.routetable import BuiltRoute, RouteKey, kind_at
 
 if TYPE_CHECKING:
     from txrouter.services import RouterService
+    from txrouter.tunnel import Tunnels
     from txrouter.upstream import Upstream
 
 __all__ = [
@@ -167,6 +171,7 @@ class RouteReport:
     @ivar bulkhead: its bulkhead, if it has one (live).
     @ivar workers: its worker processes, if it runs in workers.
     @ivar upstreams: its upstreams, if it is a proxy.
+    @ivar tunnels: its tunnels, if it may switch protocols (live).
     """
 
     host: str
@@ -178,6 +183,7 @@ class RouteReport:
     bulkhead: Bulkhead | None = None
     workers: tuple[WorkerReport, ...] | None = None
     upstreams: tuple[UpstreamReport, ...] | None = None
+    tunnels: Tunnels | None = None
 
 
 class RouterStats:
@@ -238,6 +244,7 @@ class RouterStats:
                         stats,
                         in_flight[stats],
                         *_parts(entry, now),
+                        tunnels=entry.tunnels if entry is not None else None,
                     )
                 )
         reports.append(
@@ -368,6 +375,7 @@ def _upstream(member: Upstream, now: float) -> UpstreamReport:
 def _route_json(report: RouteReport) -> dict[str, Any]:
     stats = report.stats
     bulkhead = report.bulkhead
+    tunnels = report.tunnels
     return {
         "host": report.host,
         "prefix": report.prefix,
@@ -400,6 +408,15 @@ def _route_json(report: RouteReport) -> dict[str, Any]:
                 }
                 for w in report.workers
             ]
+        ),
+        "tunnels": (
+            None
+            if tunnels is None
+            else {
+                "open": len(tunnels.open),
+                "max": tunnels.limit,
+                "opened": tunnels.opened,
+            }
         ),
         "upstreams": (
             None
