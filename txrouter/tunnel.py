@@ -116,6 +116,7 @@ class Tunnel:
         self.sent = self.received = 0
         self.last_active = reactor.seconds()
         self._client_open = self._upstream_open = True
+        self._client_closing = self._upstream_closing = False
         self._grace: IDelayedCall | None = None
         tunnels.open.add(self)
         tunnels.opened += 1
@@ -174,10 +175,25 @@ class Tunnel:
         Close both sides, each once what is buffered for it is written.
         """
         if self._client_open:
-            self.channel.transport.loseConnection()
+            self._close_client()
         if self._upstream_open:
-            self.connection.transport.loseConnection()
+            self._close_upstream()
         self._start_grace()
+
+    # A TLS transport does not close while a producer is registered with
+    # it: each side's is let go first.
+
+    def _close_client(self) -> None:
+        if not self._client_closing:
+            self._client_closing = True
+            self.channel.loseConnection()
+
+    def _close_upstream(self) -> None:
+        if not self._upstream_closing:
+            self._upstream_closing = True
+            transport = self.connection.transport
+            transport.unregisterProducer()
+            transport.loseConnection()
 
     def abort(self) -> None:
         """
@@ -191,7 +207,7 @@ class Tunnel:
     def client_lost(self) -> None:
         self._client_open = False
         if self._upstream_open:
-            self.connection.transport.loseConnection()
+            self._close_upstream()
             self._start_grace()
         else:
             self._ended()
@@ -199,7 +215,7 @@ class Tunnel:
     def upstream_lost(self) -> None:
         self._upstream_open = False
         if self._client_open:
-            self.channel.transport.loseConnection()
+            self._close_client()
             self._start_grace()
         else:
             self._ended()
