@@ -76,6 +76,18 @@ class DjangoApp:
     mounts: tuple[FileMount, ...]
 
 
+#: The settings module this process set Django up with, if any.
+_loaded_settings: str | None = None
+
+
+def loaded_settings() -> str | None:
+    """
+    The settings module L{load_django} set up in this process, if any: it
+    is this process's, never a worker's (each runs a project of its own).
+    """
+    return _loaded_settings
+
+
 def load_django(project: Path, settings_module: str, route_prefix: str) -> DjangoApp:
     """
     Set up Django for C{settings_module} in this process and return its
@@ -85,8 +97,10 @@ def load_django(project: Path, settings_module: str, route_prefix: str) -> Djang
 
     @raise AppLoadError: the settings or the project failed to load.
     """
+    global _loaded_settings
     add_to_sys_path([project])
     os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
+    _loaded_settings = settings_module
     try:
         from django.core.wsgi import get_wsgi_application
 

@@ -27,12 +27,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.runner.procmon import ProcessMonitor
 
+from txrouter.djangoproject import loaded_settings
 from txrouter.routespec import Origin, Threads
 from txrouter.upstream import STUCK_AFTER, Upstream, UpstreamGroup
 
 __all__ = ["AppRoute", "WorkerMonitor", "WorkerSet", "WorkerStartError"]
 
 _log = Logger()
+
+_SETTINGS = "DJANGO_SETTINGS_MODULE"
 
 #: Seconds between two attempts to reach a starting worker's socket.
 PROBE_INTERVAL = 0.1
@@ -216,6 +219,11 @@ class WorkerSet:
         self.route = route
         self.token = secrets.token_hex(16).encode("ascii")
         env = dict(os.environ)
+        router_project = loaded_settings()
+        if router_project is not None and env.get(_SETTINGS) == router_project:
+            # The router's own Django project: a worker's application (an
+            # asgi.py's setdefault) must not take it for its own.
+            del env[_SETTINGS]
         env.update(route.env)
         env["TXROUTER_WORKER_TOKEN"] = self.token.decode("ascii")
         self._by_name: dict[str, Upstream] = {}
