@@ -343,11 +343,12 @@ class RegistryTests(SynchronousTestCase):
 
     def test_kinds(self) -> None:
         """
-        The five kinds of routes.yaml version 1, and the health kind, are
-        registered by their key.
+        The five kinds of routes.yaml version 1, and the asgi and health
+        kinds, are registered by their key.
         """
         self.assertEqual(
-            sorted(KINDS), ["django", "health", "proxy", "redirect", "static", "wsgi"]
+            sorted(KINDS),
+            ["asgi", "django", "health", "proxy", "redirect", "static", "wsgi"],
         )
         for name, kind in KINDS.items():
             self.assertEqual(kind.name, name)

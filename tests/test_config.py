@@ -1773,7 +1773,8 @@ class LimitsTests(SynchronousTestCase):
         self.assertIn("unknown key", found[(7, "limits.speed")])
         self.assertIn("max_request_line is larger than max_head", found[(3, "limits")])
         self.assertIn(
-            "'max_body' is an option of django and wsgi and proxy routes, not static",
+            "'max_body' is an option of django and wsgi and proxy and asgi routes, "
+            "not static",
             found[(9, "routes['/'].max_body")],
         )
 

@@ -251,6 +251,7 @@ class PrepareTests(SynchronousTestCase):
         first, second = run(), run()
         done = [
             "blog: migrated, static files collected",
+            "chat: migrated, static files collected",
             "wiki: migrated, static files collected",
         ]
         for lines in (first, second):

@@ -29,6 +29,7 @@ from txrouter.configreader import ConfigReader, describe
 from txrouter.endpointstrings import ListenAddress
 from txrouter.errors import ConfigError, Problem
 from txrouter.kinds import KINDS, Route
+from txrouter.kinds.asgi import AsgiRoute
 from txrouter.kinds.django import DjangoRoute
 from txrouter.kinds.proxy import ProxyRoute
 from txrouter.kinds.redirect import RedirectRoute
@@ -39,6 +40,7 @@ from txrouter.routespec import Origin, Threads
 from txrouter.yamlsource import LocatedDict, LocatedList, TooDeep, load_yaml
 
 __all__ = [
+    "AsgiRoute",
     "Config",
     "DjangoRoute",
     "Origin",

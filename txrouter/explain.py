@@ -7,7 +7,8 @@ L{explain} sends a made-up request through the code that serves real ones
 the L{Router}), to a placeholder standing for each route, and then asks the
 functions that route's kind serves with what its target would see: the
 WSGI environ (L{wsgi_environ}, and for workers the worker's own request
-class and router), the request a proxy sends (L{outgoing_path},
+class and router), the ASGI scope of an ASGI worker (L{worker_scope}), the
+request a proxy sends (L{outgoing_path},
 L{outgoing_headers}), the file a static route reads (L{child_path}), the
 answer of a redirect (L{Redirect} itself). Nothing is started: no
 application is imported, and no thread, process or connection is made.
@@ -23,7 +24,7 @@ import re
 from dataclasses import asdict, dataclass
 from io import BytesIO
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -32,6 +33,7 @@ from twisted.web import static
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
+from txrouter.asgifacts import worker_scope
 from txrouter.config import Config
 from txrouter.edge import BadRequest, request_target
 from txrouter.endpointstrings import listen_address, split_endpoint
@@ -341,8 +343,9 @@ def _summary(route: Any) -> str:
     kind: str = route.kind
     if kind == "django":
         return f"django {route.project} (settings {route.settings})"
-    if kind == "wsgi":
-        return f"wsgi {route.app}" + (f" (path {route.path})" if route.path else "")
+    if kind in ("wsgi", "asgi"):
+        path = f" (path {route.path})" if route.path else ""
+        return f"{kind} {route.app}{path}"
     if kind == "static":
         cache = f" (cache {route.cache})" if route.cache is not None else ""
         return f"static {route.root}{cache}"
@@ -367,31 +370,15 @@ def _application(
     """
     A C{django:} or C{wsgi:} route: where it runs, and its environ.
     """
-    if route.kind == "django":
-        # What build_table adds for a Django project is read from its
-        # settings, which explain does not import.
-        note = {
-            "note": "the router itself serves the project's STATIC_URL and "
-            "MEDIA_URL from STATIC_ROOT and MEDIA_ROOT; explain reads no "
-            "settings, so it shows paths under them going to the project"
-        }
-    else:
-        note = {}
+    note = _django_note(route)
     if not route.workers:
         runs = {"in": "router", "threads": asdict(config.threads)}
         return {**note, "runs": runs, "environ": _plain(wsgi_environ(probe))}
     runs = {"in": "workers", "workers": route.workers, "threads": asdict(route.threads)}
-    settings = worker_settings(route, trusted, _TOKEN)
-    try:
-        # A worker's base path is its route's prefix (txrouter.workers).
-        path = route.prefix.encode("utf-8") + outgoing_path(probe)
-    except UnsafePath:
+    to_worker = _to_worker(route, probe, trusted)
+    if to_worker is None:
         return {**note, "runs": runs, "answer": _unsafe(probe)}
-    headers = outgoing_headers(probe, settings, None, b"localhost")
-    sent = {
-        "request_line": f"{probe.method.decode()} {path.decode('latin-1')} HTTP/1.1",
-        "headers": _headers(headers),
-    }
+    path, headers, sent = to_worker
     worker = Router({"": {route.prefix: _Target(route)}})
     server = IPv4Address("TCP", "127.0.0.1", 0)
     seen = _send(_WorkerProbe, worker, server, probe.method, path, headers)
@@ -400,6 +387,87 @@ def _application(
     application = worker_application(lambda environ, start: environ, route.workers > 1)
     environ = application(wsgi_environ(seen), None)
     return {**note, "runs": runs, "sent": sent, "environ": _plain(environ)}
+
+
+def _django_note(route: Any) -> dict[str, Any]:
+    """
+    What explain cannot tell of a Django project: which paths are its
+    static and media files, read from settings that explain does not
+    import.
+    """
+    if route.kind == "django" or getattr(route, "settings", None):
+        return {
+            "note": "the router itself serves the project's STATIC_URL and "
+            "MEDIA_URL from STATIC_ROOT and MEDIA_ROOT; explain reads no "
+            "settings, so it shows paths under them going to the project"
+        }
+    return {}
+
+
+def _to_worker(
+    route: Any, probe: _Probe, trusted: TrustedProxies
+) -> tuple[bytes, list[tuple[bytes, bytes]], dict[str, Any]] | None:
+    """
+    The request the proxy engine sends one of a route's workers: its path
+    and headers, and both as shown; L{None} for a path it refuses.
+    """
+    settings = worker_settings(route, trusted, _TOKEN)
+    try:
+        # A worker's base path is its route's prefix (txrouter.workers).
+        path = route.prefix.encode("utf-8") + outgoing_path(probe)
+    except UnsafePath:
+        return None
+    headers = outgoing_headers(probe, settings, None, b"localhost")
+    sent = {
+        "request_line": f"{probe.method.decode()} {path.decode('latin-1')} HTTP/1.1",
+        "headers": _headers(headers),
+    }
+    return path, headers, sent
+
+
+def _asgi(
+    config: Config, route: Any, probe: _Probe, trusted: TrustedProxies
+) -> dict[str, Any]:
+    """
+    An C{asgi:} route: its workers, and the scope its application gets.
+    """
+    note = _django_note(route)
+    runs = {"in": "workers", "workers": route.workers, "server": "daphne"}
+    to_worker = _to_worker(route, probe, trusted)
+    if to_worker is None:
+        return {**note, "runs": runs, "answer": _unsafe(probe)}
+    path, headers, sent = to_worker
+    target, _, query = path.partition(b"?")
+    # The scope as Daphne makes it of the request (a UNIX socket has no
+    # peer address), then as the application sees it.
+    made = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": probe.method.decode("ascii"),
+        "path": unquote(target.decode("ascii")),
+        "raw_path": target,
+        "root_path": route.prefix.rstrip("/"),
+        "scheme": "http",
+        "query_string": query,
+        "headers": [(n.lower(), v) for n, v in headers if b"_" not in n],
+        "client": None,
+        "server": None,
+    }
+    seen = worker_scope(made, _TOKEN, route.prefix)
+    assert seen is not None  # it carries the token it was sent with
+    scope = {key: _plain_value(value) for key, value in seen.items()}
+    return {**note, "runs": runs, "sent": sent, "scope": scope}
+
+
+def _plain_value(value: Any) -> Any:
+    """
+    A scope's value as plain data: text for bytes, lists for tuples.
+    """
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, (list, tuple)):
+        return [_plain_value(item) for item in value]
+    return value
 
 
 def _unsafe(probe: _Probe) -> dict[str, Any]:
@@ -505,6 +573,7 @@ def _other(
 _KINDS = {
     "django": _application,
     "wsgi": _application,
+    "asgi": _asgi,
     "static": _static,
     "proxy": _proxy,
     "redirect": _redirect,
@@ -550,7 +619,15 @@ def explanation_text(explanation: dict[str, Any]) -> str:
     if route is not None:
         say("route", f"{route['origin']}: {route['summary']}")
     runs = explanation.get("runs")
-    if runs is not None:
+    if runs is not None and "server" in runs:
+        count = runs["workers"]
+        processes = "process" if count == 1 else "processes"
+        say(
+            "runs",
+            f"in {count} worker {processes} of its own, served by Daphne, "
+            "reached through the proxy engine",
+        )
+    elif runs is not None:
         threads = f"threads {runs['threads']['min']}-{runs['threads']['max']}"
         if runs["in"] == "router":
             say("runs", f"in the router process, on the shared pool ({threads})")
@@ -575,6 +652,16 @@ def explanation_text(explanation: dict[str, Any]) -> str:
         shown += [name for name in environ if name.startswith("HTTP_")]
         width = max(map(len, shown))
         say("environ", *(f"{name:<{width}}  {environ[name]}" for name in shown))
+    scope = explanation.get("scope")
+    if scope is not None:
+        shown = ["type", "method", "path", "root_path", "query_string"]
+        shown += ["scheme", "http_version", "client", "server"]
+        width = max(map(len, shown))
+        say(
+            "scope",
+            *(f"{key:<{width}}  {_scope_text(scope[key])}" for key in shown),
+            *(f"{name}: {value}" for name, value in scope["headers"]),
+        )
     for upstream in explanation.get("upstreams", []):
         socket = upstream.get("socket")
         say(
@@ -600,6 +687,16 @@ def explanation_text(explanation: dict[str, Any]) -> str:
     if "note" in explanation:
         say("note", explanation["note"])
     return "\n".join(lines)
+
+
+def _scope_text(value: Any) -> str:
+    """
+    A scope's value as a person reads it: C{client} and C{server} as
+    C{host:port}.
+    """
+    if isinstance(value, list):
+        return ":".join(map(str, value))
+    return str(value)
 
 
 def _host_text(host: dict[str, Any]) -> str:

@@ -230,6 +230,22 @@ _APP_OPTIONS: dict[str, dict[str, Any]] = {
     ),
 }
 
+#: The options of the kinds that tunnel WebSockets (proxy, asgi).
+_TUNNEL_OPTIONS: dict[str, dict[str, Any]] = {
+    "tunnel_idle_timeout": _number(
+        "Seconds a tunnel (a WebSocket) may carry nothing either way before "
+        "it is closed.",
+        3600,
+        0.001,
+    ),
+    "max_tunnels": _whole(
+        "Tunnels open at once on this route (each holds two sockets); "
+        "more handshakes get 503.",
+        4096,
+        1,
+    ),
+}
+
 _ADMISSION_OPTIONS: dict[str, dict[str, Any]] = {
     "max_concurrent": _whole(
         "Requests this route serves at once. Default: half the shared pool "
@@ -273,6 +289,41 @@ _KIND_KEYS: dict[str, dict[str, dict[str, Any]]] = {
             **_PATH,
         },
         "workers": {**_APP_OPTIONS["workers"], "default": 0},
+    },
+    "asgi": {
+        "asgi": {
+            "description": "An ASGI application, 'module:attribute' (a Django "
+            "project with Channels, or any ASGI 3 application), served by "
+            "Daphne in worker processes of its own; HTTP and WebSockets.",
+            "type": "string",
+            "pattern": APP_NAME.pattern,
+            "examples": ["chat.asgi:application"],
+        },
+        "path": {
+            "description": "A folder put on sys.path to import the "
+            "application, and the workers' working folder.",
+            **_PATH,
+        },
+        "settings": {
+            "description": "The Django settings module, for a Django project: "
+            "set as DJANGO_SETTINGS_MODULE for the workers, and its "
+            "STATIC_ROOT and MEDIA_ROOT are served by the router.",
+            "type": "string",
+            "pattern": MODULE_NAME.pattern,
+            "examples": ["chat.settings"],
+        },
+        "workers": _whole(
+            "The number of worker processes. An ASGI application never runs "
+            "in the router process.",
+            1,
+            1,
+        ),
+        "max_concurrent": _whole(
+            "Requests and WebSockets this route serves at once. Default: "
+            "1024 per worker.",
+            None,
+            1,
+        ),
     },
     "static": {
         "static": {
@@ -320,17 +371,6 @@ _KIND_KEYS: dict[str, dict[str, dict[str, Any]]] = {
             "items": {"type": "string", "pattern": "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"},
             "default": ["websocket"],
         },
-        "tunnel_idle_timeout": _number(
-            "Seconds a tunnel may carry nothing either way before it is closed.",
-            3600,
-            0.001,
-        ),
-        "max_tunnels": _whole(
-            "Tunnels open at once on this route (each holds two sockets); "
-            "more handshakes get 503.",
-            4096,
-            1,
-        ),
     },
     "redirect": {
         "redirect": {
@@ -367,7 +407,8 @@ _KIND_KEYS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def _option(kind: str, name: str) -> dict[str, Any]:
-    for table in (_KIND_KEYS.get(kind, {}), _APP_OPTIONS, _ADMISSION_OPTIONS):
+    tables = (_KIND_KEYS.get(kind, {}), _APP_OPTIONS, _ADMISSION_OPTIONS)
+    for table in (*tables, _TUNNEL_OPTIONS):
         if name in table:
             return table[name]
     raise LookupError(
@@ -441,7 +482,7 @@ def routes_schema() -> dict[str, Any]:
         "$schema": DRAFT,
         "title": "txrouter routes file",
         "description": "Routes for txrouter: one port for Django projects, "
-        "WSGI apps, static folders, HTTP upstreams and redirects. Check a "
+        "WSGI and ASGI apps, static folders, HTTP upstreams and redirects. Check a "
         "file with 'txrouter check'.",
         "type": "object",
         "properties": {

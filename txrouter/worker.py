@@ -1,6 +1,7 @@
 """
 A worker process: one Django project (or WSGI app) served on a UNIX socket
-to its router, in a process of its own.
+to its router, in a process of its own; or an ASGI application, served by
+Daphne (L{txrouter.asgiworker}).
 
 It has the router's shape: a L{RouterService} with a L{ThreadPoolService},
 a drain step and a listener; its root is a L{Router} with the one route, so
@@ -45,6 +46,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         app = command.add_mutually_exclusive_group(required=True)
         app.add_argument("--django", type=Path, help="the project folder")
         app.add_argument("--wsgi", help="module:attribute")
+        app.add_argument("--asgi", help="module:attribute, served by Daphne")
         command.add_argument("--settings", help="the Django settings module")
         command.add_argument("--path", type=Path, help="folder for sys.path")
         if name == "serve":
@@ -70,7 +72,7 @@ def _describe(args: argparse.Namespace) -> int:
     from txrouter.djangoproject import file_mounts
     from txrouter.importer import add_to_sys_path
 
-    add_to_sys_path([args.django])
+    add_to_sys_path([args.django or args.path] if args.django or args.path else [])
     try:
         mounts = file_mounts(args.settings, args.prefix)
     except Exception as e:
@@ -87,7 +89,21 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_asgi(args: argparse.Namespace) -> int:
+    # Before anything imports the reactor: Daphne installs its own.
+    from txrouter import asgiworker
+    from txrouter.errors import AppLoadError
+
+    try:
+        return asgiworker.serve(args)
+    except AppLoadError as e:
+        sys.stderr.write(f"cannot load the application: {e}\n")
+        return LOAD_FAILED
+
+
 def _serve(args: argparse.Namespace) -> int:
+    if args.asgi is not None:
+        return _serve_asgi(args)
     from twisted.internet import reactor
     from twisted.internet.task import LoopingCall
     from twisted.logger import (
@@ -195,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _die_with_router()
     if args.django is not None and not args.settings:
         raise SystemExit("--settings is required with --django")
+    if args.command == "describe" and not args.settings:
+        raise SystemExit("describe needs --settings")
     if args.command == "describe":
         return _describe(args)
     return _serve(args)

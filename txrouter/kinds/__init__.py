@@ -7,7 +7,7 @@ kind is one module and one line here.
 
 from __future__ import annotations
 
-from txrouter.kinds import django, health, proxy, redirect, static, wsgi
+from txrouter.kinds import asgi, django, health, proxy, redirect, static, wsgi
 from txrouter.kinds.contract import Built, Route, RouteKind
 
 __all__ = ["KINDS", "Built", "Route", "RouteKind", "kind_of"]
@@ -22,6 +22,7 @@ KINDS: dict[str, RouteKind] = {
         proxy.KIND,
         redirect.KIND,
         health.KIND,
+        asgi.KIND,
     )
 }
 

@@ -1,10 +1,11 @@
 """
-What the two application kinds (C{django:} and C{wsgi:}) share: the
-options that say where the application runs (C{workers}, C{threads},
-C{env}) and the two ways of serving it, in the router process on the
-shared thread pool or in worker processes of its own behind the proxy
-engine; and what every kind that runs or forwards requests shares: its
-bulkhead (C{max_concurrent}, C{queue}) and its C{max_body}.
+What the application kinds (C{django:}, C{wsgi:}, and C{asgi:} in part)
+share: the options that say where the application runs (C{workers},
+C{threads}, C{env}) and the two ways of serving it, in the router process
+on the shared thread pool or in worker processes of its own behind the
+proxy engine (the only way for C{asgi:}); and what every kind that runs or
+forwards requests shares: its bulkhead (C{max_concurrent}, C{queue}) and
+its C{max_body}.
 
 The default C{max_concurrent} of a route:
 
@@ -12,7 +13,9 @@ The default C{max_concurrent} of a route:
     hung application leaves the other half to the rest;
   - in workers: C{workers} times each worker's C{threads} maximum, as
     many as they can run at once;
-  - proxy: 1024, as Envoy's circuit breakers.
+  - proxy: 1024, as Envoy's circuit breakers;
+  - asgi: 1024 per worker: an ASGI worker serves its requests and
+    WebSockets on an event loop, not one per thread.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ __all__ = [
     "in_process",
     "in_workers",
     "read_admission",
+    "read_env",
     "read_max_body",
     "read_process_options",
     "worker_settings",
@@ -83,7 +87,7 @@ def read_process_options(
     timeout = reader.number(
         spec, "timeout", f"{origin.where}.timeout", APP_TIMEOUT, 0.001
     )
-    return workers, threads, _env(reader, spec, origin), timeout
+    return workers, threads, read_env(reader, spec, origin), timeout
 
 
 def read_admission(
@@ -138,9 +142,12 @@ def read_max_body(
     return reader.size(spec, "max_body", f"{origin.where}.max_body", 1)
 
 
-def _env(
+def read_env(
     reader: ConfigReader, spec: LocatedDict, origin: Origin
 ) -> tuple[tuple[str, str], ...]:
+    """
+    Read C{env}: variables added to the environment of a route's workers.
+    """
     value = spec.get("env")
     if value is None:
         return ()
@@ -200,10 +207,14 @@ def in_workers(
     app_args: list[str],
     cwd: str,
     mounts: tuple[FileMount, ...] = (),
+    max_concurrent: int | None = None,
 ) -> Built:
     """
     Serve an application in C{route.workers} processes of its own, reached
     through the proxy engine.
+
+    @param max_concurrent: the kind's default C{max_concurrent}; by
+        default, as many requests as the workers' threads can run at once.
     """
     engines = builder.engines
     workers = WorkerSet(
@@ -219,9 +230,15 @@ def in_workers(
     )
     settings = worker_settings(route, engines.trusted, workers.token)
     proxy = ProxyResource(engines.reactor, engines.client, workers.group, settings)
-    slots = route.workers * route.threads.max
+    slots = max_concurrent or route.workers * route.threads.max
     resource = behind_bulkhead(builder, route, proxy, slots, route.timeout)
-    return Built(resource, workers=workers, upstreams=workers.group, mounts=mounts)
+    return Built(
+        resource,
+        workers=workers,
+        upstreams=workers.group,
+        mounts=mounts,
+        tunnels=proxy.tunnels if settings.upgrades else None,
+    )
 
 
 def worker_settings(
@@ -230,7 +247,9 @@ def worker_settings(
     """
     What the proxy engine needs to reach an application's workers: the
     client's C{Host} passes unchanged, and the connection's facts go with
-    the workers' secret C{token} (L{txrouter.forwarding.worker_headers}).
+    the workers' secret C{token} (L{txrouter.forwarding.worker_headers});
+    requests to switch to a protocol of the route's C{upgrade} (an ASGI
+    application's WebSockets; none for WSGI) are tunnelled.
     """
     return ProxySettings(
         name=str(route.origin),
@@ -238,6 +257,11 @@ def worker_settings(
         preserve_host=True,
         trusted=trusted,
         worker_token=token,
+        upgrades=frozenset(p.encode("ascii") for p in getattr(route, "upgrade", ())),
+        tunnel_idle_timeout=getattr(
+            route, "tunnel_idle_timeout", ProxySettings.tunnel_idle_timeout
+        ),
+        max_tunnels=getattr(route, "max_tunnels", ProxySettings.max_tunnels),
     )
 
 

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from txrouter.routetable import RouteKey
     from txrouter.yamlsource import LocatedDict
 
-__all__ = ["KIND", "DjangoRoute"]
+__all__ = ["KIND", "DjangoRoute", "read_mounts"]
 
 # Until settled (see settle), a route without 'workers:' holds this.
 _UNSET = -1
@@ -150,14 +150,9 @@ def settle(reader: ConfigReader, entries: list[tuple[dict[str, Any], str]]) -> N
 def build(route: DjangoRoute, key: RouteKey, builder: Builder) -> Built:
     if route.workers:
         app_args = ["--django", str(route.project), "--settings", route.settings]
-        return in_workers(
-            route,
-            key,
-            builder,
-            app_args,
-            str(route.project),
-            _describe(route, builder),
-        )
+        cwd = str(route.project)
+        mounts = read_mounts(route, builder, app_args, cwd)
+        return in_workers(route, key, builder, app_args, cwd, mounts)
     loaded: list[tuple[FileMount, ...]] = []
 
     def load() -> Any:
@@ -172,10 +167,16 @@ def build(route: DjangoRoute, key: RouteKey, builder: Builder) -> Built:
     return replace(built, mounts=mounts)
 
 
-def _describe(route: DjangoRoute, builder: Builder) -> tuple[FileMount, ...]:
+def read_mounts(
+    route: Any, builder: Builder, app_args: list[str], cwd: str
+) -> tuple[FileMount, ...]:
     """
     Ask a short-lived process where a worker project's static and media
     files are: its settings must not be imported into the router.
+
+    @param route: a route with C{settings} (a C{django:} one, or an
+        C{asgi:} one that names its Django settings).
+    @param app_args: the worker's arguments that name the application.
     """
     command = [
         sys.executable,
@@ -184,15 +185,12 @@ def _describe(route: DjangoRoute, builder: Builder) -> tuple[FileMount, ...]:
         "describe",
         "--prefix",
         route.prefix,
-        "--django",
-        str(route.project),
-        "--settings",
-        route.settings,
+        *app_args,
     ]
     env = {**os.environ, **dict(route.env)} if route.env else None
     result = subprocess.run(
         command,
-        cwd=route.project,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

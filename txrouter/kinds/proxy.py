@@ -47,6 +47,8 @@ __all__ = [
     "TUNNEL_IDLE_TIMEOUT",
     "ProxyRoute",
     "proxy_settings",
+    "read_tunnel_limits",
+    "read_upgrades",
 ]
 
 #: The protocols a proxy route tunnels unless it says otherwise.
@@ -118,18 +120,7 @@ def read(
     admission = read_admission(reader, spec, origin)
     max_body = read_max_body(reader, spec, origin)
     upgrades = read_upgrades(reader, spec, origin)
-    idle = reader.number(
-        spec,
-        "tunnel_idle_timeout",
-        f"{origin.where}.tunnel_idle_timeout",
-        TUNNEL_IDLE_TIMEOUT,
-        0.001,
-    )
-    max_tunnels = int(
-        reader.number(
-            spec, "max_tunnels", f"{origin.where}.max_tunnels", MAX_TUNNELS, 1, True
-        )
-    )
+    idle, max_tunnels = read_tunnel_limits(reader, spec, origin)
     if len(upstreams) != len(items) or upgrades is None:
         return None
     return ProxyRoute(
@@ -146,6 +137,25 @@ def read(
         idle,
         max_tunnels,
     )
+
+
+def read_tunnel_limits(
+    reader: ConfigReader, spec: LocatedDict, origin: Origin
+) -> tuple[float, int]:
+    """
+    Read C{tunnel_idle_timeout} and C{max_tunnels}.
+    """
+    idle = reader.number(
+        spec,
+        "tunnel_idle_timeout",
+        f"{origin.where}.tunnel_idle_timeout",
+        TUNNEL_IDLE_TIMEOUT,
+        0.001,
+    )
+    max_tunnels = reader.number(
+        spec, "max_tunnels", f"{origin.where}.max_tunnels", MAX_TUNNELS, 1, True
+    )
+    return idle, int(max_tunnels)
 
 
 def read_upgrades(
