@@ -36,6 +36,7 @@ unasked-for answer, and would otherwise reach the next client.
 from __future__ import annotations
 
 import re
+import select
 import socket
 from typing import Any
 from typing import Protocol as TypingProtocol
@@ -66,8 +67,16 @@ _MAX_CHUNK_LINE = 4096
 # Bodies up to this size are written with the request head in one call.
 _INLINE_BODY = 256 * 1024
 
-# Look at the socket's receive queue without taking anything from it.
-_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+# What an idle connection must not have: bytes to read, the upstream's
+# close (POLLRDHUP, Linux's), an error. A poll of its socket tells without
+# taking anything, and for a third of the cost of a MSG_PEEK receive.
+_STIRRED = (
+    select.POLLIN
+    | select.POLLPRI
+    | getattr(select, "POLLRDHUP", 0)
+    | select.POLLERR
+    | select.POLLHUP
+)
 
 (
     _IDLE,
@@ -199,6 +208,7 @@ class HTTP1Connection(Protocol):
         self._uploading = False
         self._switching: bytes | None = None
         self._tunnel: Any = None
+        self._poller: select.poll | None = None
         self.lost: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
@@ -276,16 +286,14 @@ class HTTP1Connection(Protocol):
         """
         if self._lost:
             return False
-        handle = _socket_of(self.transport)
-        if handle is None:
-            return True
-        try:
-            handle.recv(1, _PEEK)
-        except BlockingIOError:
-            return True  # nothing to read: the only good answer
-        except OSError:
-            return False
-        return False  # bytes, or b"" for the upstream's end of the stream
+        poller = self._poller
+        if poller is None:
+            handle = _socket_of(self.transport)
+            if handle is None:
+                return True
+            poller = self._poller = select.poll()
+            poller.register(handle, _STIRRED)
+        return not poller.poll(0)
 
     # -- receiving
 
