@@ -233,6 +233,7 @@ NO_DEFAULT = {
     "runtime_dir": "absent: a new temporary folder",
     "routes": "a table",
     "hosts": "tables",
+    "hsts": "absent: no Strict-Transport-Security header",
     "admin": "computed from the file's path",
     "limits": "its keys have theirs",
     "django": "required",

@@ -159,8 +159,10 @@ def build_service(config: Config, reactor: Any) -> RouterService:
     report = ReadyReport(top)
     if report.wanted:
         _child(top, "ready_report", report)
-    for description in config.listen:
-        ListenerService(description, endpoint(description), site).setServiceParent(top)
+    for spec in config.listeners:
+        description = spec.endpoint
+        service = ListenerService(description, endpoint(description), site, spec)
+        service.setServiceParent(top)
     for fd in inherited.values():
         os.close(fd)  # a listener the new routes file no longer has
     return top

@@ -184,6 +184,7 @@ def build_table(
             max_body,
             _served_by(resources, routes),
             _kept_stats(resources, routes, previous),
+            config.hsts,
         ),
         routes,
         tuple(builder.warnings),

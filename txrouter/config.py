@@ -18,7 +18,7 @@ import ipaddress
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,8 @@ import yaml
 
 from txrouter.accesslog import FORMATS as ACCESS_LOG_FORMATS
 from txrouter.configreader import ConfigReader, describe
-from txrouter.endpointstrings import ListenAddress
 from txrouter.errors import ConfigError, Problem
+from txrouter.hsts import read_hsts
 from txrouter.kinds import KINDS, Route
 from txrouter.kinds.asgi import AsgiRoute
 from txrouter.kinds.django import DjangoRoute
@@ -36,6 +36,7 @@ from txrouter.kinds.redirect import RedirectRoute
 from txrouter.kinds.static import StaticRoute
 from txrouter.kinds.wsgi import WsgiRoute
 from txrouter.limits import Limits
+from txrouter.listeners import Listener, read_listeners
 from txrouter.routespec import Origin, Threads
 from txrouter.yamlsource import LocatedDict, LocatedList, TooDeep, load_yaml
 
@@ -63,6 +64,7 @@ _TOP_KEYS = (
     "runtime_dir",
     "routes",
     "hosts",
+    "hsts",
     "admin",
     "limits",
 )
@@ -75,6 +77,9 @@ class Config:
 
     @ivar path: the file it was read from.
     @ivar listen: Twisted server endpoint strings, already checked.
+    @ivar listeners: the same, each with its TLS or HTTPS redirect, if any.
+    @ivar hsts: the C{Strict-Transport-Security} value of each host (the
+        keys of C{tables}) that asks for one.
     @ivar admin: the admin endpoint's string (L{default_admin} unless the
         file names one).
     @ivar threads: size of the shared pool.
@@ -101,6 +106,8 @@ class Config:
     runtime_dir: Path | None
     tables: Mapping[str, Mapping[str, Route]]
     access_log_format: str = ACCESS_LOG_FORMATS[0]
+    listeners: tuple[Listener, ...] = ()
+    hsts: Mapping[str, bytes] = field(default_factory=dict)
 
     def routes(self) -> list[Route]:
         """
@@ -161,7 +168,7 @@ def load_config(path: Path) -> Config:
                 f"unknown key; expected one of: {', '.join(_TOP_KEYS)}",
             )
 
-    listen = _read_listen(reader, data)
+    listeners = read_listeners(reader, data)
     admin = _read_admin(reader, data, path)
     threads = reader.threads(data, "threads", "threads")
     runtime_dir = _read_runtime_dir(reader, data)
@@ -170,14 +177,17 @@ def load_config(path: Path) -> Config:
     access_log = _read_access_log(reader, data)
     access_log_format = _read_access_log_format(reader, data)
     trusted_proxies = _read_trusted_proxies(reader, data)
-    tables = _read_tables(reader, data)
+    hsts: dict[str, bytes] = {}
+    tables = _read_tables(reader, data, hsts)
     reader.settle()
 
     if reader.problems:
         raise ConfigError(sorted(reader.problems, key=lambda p: p.line))
     return Config(
         path=path,
-        listen=listen,
+        listen=tuple(listener.endpoint for listener in listeners),
+        listeners=listeners,
+        hsts=hsts,
         admin=admin,
         threads=threads,
         drain_timeout=drain_timeout,
@@ -224,50 +234,6 @@ def _where_in(root: Any, mapping: LocatedDict, key: Any) -> str:
         return None
 
     return search(root, "") or ""
-
-
-def _read_listen(reader: ConfigReader, data: LocatedDict) -> tuple[str, ...]:
-    if "listen" not in data:
-        reader.problem(
-            data.line,
-            "listen",
-            "missing; expected a Twisted endpoint string such as "
-            "'tcp:8080:interface=127.0.0.1', or a list of them",
-        )
-        return ()
-    value = data["listen"]
-    if isinstance(value, str):
-        items = [(value, data.line_of("listen"), "listen")]
-    elif isinstance(value, LocatedList) and value:
-        items = [
-            (item, value.line_of(i), f"listen[{i}]") for i, item in enumerate(value)
-        ]
-    else:
-        reader.problem(
-            data.line_of("listen"),
-            "listen",
-            f"expected an endpoint string or a non-empty list of them, "
-            f"got {describe(value)}",
-        )
-        return ()
-    result = []
-    first: dict[ListenAddress, tuple[str, int]] = {}
-    for item, line, where in items:
-        address = reader.endpoint(item, line, where)
-        if address is None:
-            continue
-        if address in first:
-            first_where, first_line = first[address]
-            reader.problem(
-                line,
-                where,
-                f"the same endpoint as {first_where} (line {first_line}); "
-                "each address can be bound once: remove one of them",
-            )
-            continue
-        first[address] = (where, line)
-        result.append(item)
-    return tuple(result)
 
 
 def default_admin(routes_file: Path) -> str:
@@ -399,9 +365,16 @@ def _read_trusted_proxies(reader: ConfigReader, data: LocatedDict) -> tuple[str,
 
 
 def _read_tables(
-    reader: ConfigReader, data: LocatedDict
+    reader: ConfigReader, data: LocatedDict, hsts: dict[str, bytes]
 ) -> dict[str, dict[str, Route]]:
+    """
+    Read the route tables (C{routes:} and each of C{hosts:}), and into
+    C{hsts} the C{Strict-Transport-Security} value of those that ask for it.
+    """
     tables: dict[str, dict[str, Route]] = {}
+    header = read_hsts(reader, data, "")
+    if header is not None:
+        hsts[""] = header
     if "routes" in data:
         tables[""] = reader.table(data, "routes", "routes")
     hosts = data.get("hosts")
@@ -434,11 +407,14 @@ def _read_tables(
                         f"expected a mapping with 'routes:', got {describe(spec)}",
                     )
                     continue
-                reader.unknown_keys(spec, where, ("routes",))
+                reader.unknown_keys(spec, where, ("routes", "hsts"))
                 if "routes" not in spec:
                     reader.problem(spec.line, where, "missing 'routes:'")
                     continue
                 tables[name] = reader.table(spec, "routes", f"{where}.routes")
+                header = read_hsts(reader, spec, where)
+                if header is not None:
+                    hsts[name] = header
     if "routes" not in data and "hosts" not in data:
         reader.problem(
             data.line,

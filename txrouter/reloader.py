@@ -46,6 +46,7 @@ from txrouter.build import Engines, build_table
 from txrouter.config import Config, DjangoRoute, load_config
 from txrouter.errors import AppLoadError, ConfigError, ListenError
 from txrouter.forwarding import TrustedProxies
+from txrouter.listeners import Listener
 from txrouter.routetable import BuiltRoute, RouteKey, RouteTable
 from txrouter.services import ListenerService, RouterService
 from txrouter.workers import WorkerSet, WorkerStartError
@@ -279,7 +280,9 @@ class Reloader:
         added = [d for d in config.listen if d not in self.config.listen]
         removed = [d for d in self.config.listen if d not in config.listen]
         try:
-            listeners = self._listen(added)
+            listeners = self._listen(
+                [s for s in config.listeners if s.endpoint in added]
+            )
         except ListenError as e:
             yield DeferredList([s.retire() for s in new_sets], consumeErrors=True)
             return self._failed(f"nothing changed: cannot listen: {e}")
@@ -297,6 +300,9 @@ class Reloader:
         self._top.site.configure_access_log(config.access_log_format, engines.trusted)
         self.loaded_at = time.time()
 
+        for spec in config.listeners:
+            for listener in self._listeners([spec.endpoint]):
+                listener.update(spec)
         closing = [
             (listener, listener.stopService()) for listener in self._listeners(removed)
         ]
@@ -345,7 +351,7 @@ class Reloader:
         gatherResults([s.ready() for s in sets], consumeErrors=True).addBoth(settle)
         return result
 
-    def _listen(self, descriptions: list[str]) -> list[ListenerService]:
+    def _listen(self, specs: list[Listener]) -> list[ListenerService]:
         """
         Bind the new listeners, or none of them.
         """
@@ -353,9 +359,9 @@ class Reloader:
         assert site is not None
         started: list[ListenerService] = []
         try:
-            for description in descriptions:
-                endpoint = serverFromString(self._reactor, description)
-                listener = ListenerService(description, endpoint, site)
+            for spec in specs:
+                endpoint = serverFromString(self._reactor, spec.endpoint)
+                listener = ListenerService(spec.endpoint, endpoint, site, spec)
                 listener.setServiceParent(self._top)  # binds at once
                 started.append(listener)
         except BaseException:
@@ -461,6 +467,16 @@ def _cannot_change_in_place(old: Config, new: Config) -> list[str]:
         )
     if old.access_log != new.access_log:
         problems.append(f"{file}: access_log: the log file is opened at start")
+    tls_before = {s.endpoint: s.tls is not None for s in old.listeners}
+    for spec in new.listeners:
+        if tls_before.get(spec.endpoint, spec.tls is not None) != (
+            spec.tls is not None
+        ):
+            problems.append(
+                f"{file}: listen: {spec.endpoint}: TLS is added to or removed "
+                "from a port when it is opened; change the endpoint, or "
+                "upgrade the router ('txrouter upgrade')"
+            )
     before, after = _in_process_django(old), _in_process_django(new)
     if before != after:
         for route in [*after.values()] or [*before.values()]:

@@ -58,6 +58,7 @@ class Router(Resource):
         max_body: Mapping[str, Mapping[str, int]] | None = None,
         served: Mapping[str, Mapping[str, str]] | None = None,
         stats: Mapping[str, Mapping[str, RouteStats]] | None = None,
+        hsts: Mapping[str, bytes] | None = None,
     ) -> None:
         """
         @param tables: for each host (C{""} for the default), a mapping of
@@ -68,8 +69,11 @@ class Router(Resource):
             (see L{RouteTag.served}).
         @param stats: for each host, the counters of the prefixes that
             keep those of an earlier router; the others get new ones.
+        @param hsts: for each host that asks for it, the
+            C{Strict-Transport-Security} value of its responses over TLS.
         """
         super().__init__()
+        self._hsts = dict(hsts or {})
         self._max_body = {
             (host, _segments(prefix)): size
             for host, sizes in (max_body or {}).items()
@@ -185,6 +189,12 @@ class Router(Resource):
         if depth is None:
             return _NO_ROUTE
         resource, request.route = table[tuple(segments[:depth])]
+        if self._hsts:
+            header = self._hsts.get(request.route.host)
+            if header is not None and request.isSecure():
+                request.responseHeaders.setRawHeaders(
+                    b"strict-transport-security", [header]
+                )
         request.prepath = segments[:depth]
         request.postpath = segments[depth:]
         if not request.postpath and not getattr(resource, "answers_bare_prefix", False):

@@ -119,13 +119,19 @@ _PATH = {"type": "string", "minLength": 1}
 _TOP: dict[str, dict[str, Any]] = {
     "listen": {
         "description": "Where the router listens: a Twisted server endpoint "
-        "string, or a list of them. Required.",
+        "string, or a list of them and of {endpoint, tls} or {endpoint, "
+        "https_redirect} mappings. Required.",
         "anyOf": [
             {"type": "string", "minLength": 1},
             {
                 "type": "array",
                 "minItems": 1,
-                "items": {"type": "string", "minLength": 1},
+                "items": {
+                    "anyOf": [
+                        {"type": "string", "minLength": 1},
+                        {"$ref": "#/$defs/listener"},
+                    ]
+                },
             },
         ],
         "examples": ["tcp:8080:interface=127.0.0.1"],
@@ -177,7 +183,10 @@ _TOP: dict[str, dict[str, Any]] = {
         "propertyNames": {"type": "string", "pattern": _HOST},
         "additionalProperties": {
             "type": "object",
-            "properties": {"routes": {"$ref": "#/$defs/routes"}},
+            "properties": {
+                "routes": {"$ref": "#/$defs/routes"},
+                "hsts": {"$ref": "#/$defs/hsts"},
+            },
             "required": ["routes"],
             "additionalProperties": False,
         },
@@ -191,6 +200,90 @@ _TOP: dict[str, dict[str, Any]] = {
         "examples": ["unix:/run/txrouter/admin.sock:mode=600"],
     },
     "limits": {"$ref": "#/$defs/limits"},
+    "hsts": {"$ref": "#/$defs/hsts"},
+}
+
+_CERTIFICATE_SOURCE = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {
+            "type": "object",
+            "properties": {
+                "cert": {"type": "string", "minLength": 1},
+                "key": {"type": "string", "minLength": 1},
+            },
+            "required": ["cert", "key"],
+            "additionalProperties": False,
+        },
+    ]
+}
+
+_LISTENER = {
+    "description": "A listen entry with more than its endpoint string.",
+    "type": "object",
+    "properties": {
+        "endpoint": {
+            "description": "The Twisted server endpoint string, a plain one "
+            "(tcp:, tcp6:, unix:, systemd:, haproxy:...) when tls: is given.",
+            "type": "string",
+            "minLength": 1,
+        },
+        "tls": {
+            "description": "HTTPS on this endpoint, with certificates chosen "
+            "by server name (SNI); TLS 1.2 and newer.",
+            "type": "object",
+            "properties": {
+                "certificates": {
+                    "description": "PEM files each holding a key and its "
+                    "certificate chain, {cert, key} pairs, or folders of such "
+                    "files and of certbot's live/NAME folders (relative to "
+                    "this file's folder).",
+                    "anyOf": [
+                        _CERTIFICATE_SOURCE,
+                        {"type": "array", "minItems": 1, "items": _CERTIFICATE_SOURCE},
+                    ],
+                },
+                "default": {
+                    "description": "A host name of the certificate for clients "
+                    "that name no server, or one no certificate is for. "
+                    "Default: the first certificate.",
+                    "type": "string",
+                },
+            },
+            "required": ["certificates"],
+            "additionalProperties": False,
+        },
+        "https_redirect": {
+            "description": "Redirect every request to HTTPS (301; 308 for "
+            "methods but GET and HEAD), on port 443 (true) or this port; "
+            "ACME challenges excepted.",
+            "anyOf": [
+                {"type": "boolean"},
+                {"type": "integer", "minimum": 1, "maximum": 65535},
+            ],
+        },
+    },
+    "required": ["endpoint"],
+    "additionalProperties": False,
+}
+
+_HSTS = {
+    "description": "Strict-Transport-Security on this host's responses over "
+    "TLS: true (a year), or its parts.",
+    "anyOf": [
+        {"type": "boolean"},
+        {
+            "type": "object",
+            "properties": {
+                "max_age": _whole("Seconds.", 31536000, 0),
+                "include_subdomains": _flag("includeSubDomains", False),
+                "preload": _flag(
+                    "preload (needs include_subdomains and a year or more)", False
+                ),
+            },
+            "additionalProperties": False,
+        },
+    ],
 }
 
 _LIMITS: dict[str, str] = {
@@ -493,6 +586,8 @@ def routes_schema() -> dict[str, Any]:
         "anyOf": [{"required": ["routes"]}, {"required": ["hosts"]}],
         "additionalProperties": False,
         "$defs": {
+            "listener": _LISTENER,
+            "hsts": _HSTS,
             "routes": {
                 "description": "URL prefix to route. The longest matching "
                 "prefix wins; a trailing '/' is added; a request for the "

@@ -20,14 +20,17 @@ from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from txrouter.certificates import CertificateStore
 from txrouter.errors import ListenError
 from txrouter.openfiles import raise_open_files_limit
 from txrouter.site import ListenerFactory, RouterSite
 
 if TYPE_CHECKING:
     from txrouter.health import RouterHealth
+    from txrouter.listeners import Listener
     from txrouter.reloader import Reloader
     from txrouter.routetable import RouteTable
 
@@ -161,16 +164,45 @@ class ListenerService(StreamServerEndpointService):
     its connections apart from the other listeners'.
     """
 
-    def __init__(self, description: str, endpoint: Any, site: Any) -> None:
+    def __init__(
+        self, description: str, endpoint: Any, site: Any, spec: Listener | None = None
+    ) -> None:
+        """
+        @param spec: the C{listen:} entry, when it adds TLS or redirects
+            to HTTPS.
+        """
+        factory = site
+        tls = spec.tls if spec is not None else None
+        self._listener: ListenerFactory | None = None
         if isinstance(site, RouterSite):
-            site = site.listener(description)
-        super().__init__(_Remembering(endpoint, self), site)
+            factory = self._listener = site.listener(
+                description,
+                tls=tls is not None,
+                https_redirect=spec.https_redirect if spec is not None else None,
+            )
+        #: The certificates of a TLS listener, which a reload may replace.
+        self.certificates: CertificateStore | None = None
+        if tls is not None:
+            self.certificates = CertificateStore(tls.certificates, tls.default)
+            factory = TLSMemoryBIOFactory(self.certificates, False, factory)
+        super().__init__(_Remembering(endpoint, self), factory)
         self.setName(description)
         # Raise from privilegedStartService rather than log and serve nothing.
         self._raiseSynchronously = True
 
     #: The listening port, once listening.
     port: Any = None
+
+    def update(self, spec: Listener) -> None:
+        """
+        Take on a reload's C{listen:} entry for this endpoint: its
+        certificates for the handshakes that follow, its HTTPS redirect for
+        the requests that follow (adding or removing TLS needs a new port).
+        """
+        if self.certificates is not None and spec.tls is not None:
+            self.certificates.replace(spec.tls.certificates, spec.tls.default)
+        if self._listener is not None:
+            self._listener.https_redirect = spec.https_redirect
 
     def privilegedStartService(self) -> None:
         try:

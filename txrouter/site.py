@@ -28,6 +28,7 @@ from twisted.internet.interfaces import (
     IAddress,
     ILoggingContext,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
     IReactorTime,
     ISSLTransport,
 )
@@ -67,6 +68,11 @@ KEEPALIVE_GRACE = 1.0
 
 
 _SERVER = server_version
+
+
+#: Where ACME's HTTP-01 challenges are answered (RFC 8555 section 8.3):
+#: never redirected to HTTPS.
+_ACME_CHALLENGES = b"/.well-known/acme-challenge/"
 
 
 @lru_cache(maxsize=1)
@@ -133,6 +139,14 @@ class RouterRequest(Request):
         if self.path == b"*":
             super().process()  # Twisted answers OPTIONS * itself
             return
+        listener = getattr(self.channel, "listener", None)
+        if (
+            listener is not None
+            and listener.https_redirect is not None
+            and not self.path.startswith(_ACME_CHALLENGES)
+        ):
+            self._to_https(listener.https_redirect)
+            return
         # What Twisted's Site.process does, with the Date header made once
         # a second (as nginx does) rather than once a request; no resource
         # of ours encodes its responses.
@@ -146,6 +160,34 @@ class RouterRequest(Request):
             self.render(site.getResourceFor(self))
         except BaseException:
             self.processingFailed(Failure())
+
+    def _to_https(self, port: int) -> None:
+        """
+        Send the client to the same URL over HTTPS on C{port}: 301, or 308
+        for a method that must not turn into a GET on the way.
+        """
+        self.site = self.channel.site  # type: ignore[attr-defined]
+        host = self.getRequestHostname()
+        if b":" in host:
+            host = b"[%s]" % host  # an IPv6 address
+        where = b"https://%s%s%s" % (
+            host,
+            b"" if port == 443 else b":%d" % port,
+            self.uri,
+        )
+        body = b"Moved to %s\n" % where
+        self.setResponseCode(301 if self.method in (b"GET", b"HEAD") else 308)
+        headers = self.responseHeaders
+        headers.setRawHeaders(b"server", [_SERVER])
+        headers.setRawHeaders(b"date", [_http_date()])
+        headers.setRawHeaders(b"location", [where])
+        headers.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
+        headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
+        self.write(body)
+        self.finish()
+        if isinstance(self.site, RouterSite):
+            # With the requests no route took: no route saw it.
+            self.site.unrouted.ended(self, 0.0)
 
     def handleContentChunk(self, data: bytes) -> None:
         self.body_length += len(data)
@@ -234,12 +276,19 @@ class RouterSite(Site):
         self.tunnels: set[Any] = set()
         self._channels: WeakSet[Any] = WeakSet()
 
-    def listener(self, name: str) -> ListenerFactory:
+    def listener(
+        self, name: str, tls: bool = False, https_redirect: int | None = None
+    ) -> ListenerFactory:
         """
         The factory for one listening port, named by its endpoint string:
         its connections are this site's, counted apart.
+
+        @param tls: the router wraps the port's connections in TLS.
+        @param https_redirect: the HTTPS port the port's requests are
+            redirected to, if they are.
         """
-        listener = ListenerFactory(self, name, _takes_none(name))
+        listener = ListenerFactory(self, name, _takes_none(name) and not tls)
+        listener.https_redirect = https_redirect
         self._listeners.add(listener)
         return listener
 
@@ -486,7 +535,7 @@ class RouterSite(Site):
             done.callback(None)
 
 
-@implementer(IProtocolFactory, ILoggingContext)
+@implementer(IProtocolFactory, IProtocolNegotiationFactory, ILoggingContext)
 class ListenerFactory:
     """
     What one listening port has in place of the site: the site builds its
@@ -501,20 +550,37 @@ class ListenerFactory:
     @ivar port: the listening port, once it listens (for the logs).
     @ivar open: connections open on this port.
     @ivar refused: connections refused at C{max_connections} on this port.
+    @ivar https_redirect: the HTTPS port every request on this port is
+        redirected to (301), if any.
     """
 
-    __slots__ = ("__weakref__", "name", "open", "plain", "port", "refused", "site")
+    __slots__ = (
+        "__weakref__",
+        "https_redirect",
+        "name",
+        "open",
+        "plain",
+        "port",
+        "refused",
+        "site",
+    )
 
     def __init__(self, site: RouterSite, name: str, plain: bool) -> None:
         self.site = site
         self.name = name
         self.plain = plain
+        self.https_redirect: int | None = None
         self.port: Any = None
         self.open = 0
         self.refused = 0
 
     def buildProtocol(self, addr: IAddress) -> Any:
         return self.site.accept(self, addr)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        # What a TLS listener offers over ALPN: a client that offers only
+        # protocols it does not speak gets no connection.
+        return [b"http/1.1"]
 
     def doStart(self) -> None:
         self.site.doStart()
