@@ -1053,6 +1053,8 @@ class ValidNeighbourTests(SynchronousTestCase):
             root,
             "listen:\n"
             + "".join(f"  - '{item}'\n" for item in listen)
+            # haproxy:tcp needs the balancer's address listed.
+            + "trusted_proxies: [127.0.0.1]\n"
             + "routes:\n  /api/:\n    proxy:\n"
             + "".join(f"      - '{item}'\n" for item in upstreams),
         )

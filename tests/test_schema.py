@@ -234,6 +234,7 @@ NO_DEFAULT = {
     "routes": "a table",
     "hosts": "tables",
     "hsts": "absent: no Strict-Transport-Security header",
+    "acme": "absent: no certificates obtained",
     "admin": "computed from the file's path",
     "limits": "its keys have theirs",
     "django": "required",

@@ -13,6 +13,7 @@ route table, the site and the service tree.
     ├─ DrainService "drain"
     ├─ ControlSignals "signals"            (SIGHUP: reload, SIGUSR2: upgrade)
     ├─ ReadyReport "ready_report"          (when started by an upgrade)
+    ├─ AcmeService "acme"                  (with acme: certificates from a CA)
     └─ ListenerService, one per listen endpoint
 
 So at stop the router is not ready at once (L{txrouter.health}), the
@@ -36,7 +37,6 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from txrouter.accesslog import AccessLog, AccessLogService
@@ -48,6 +48,7 @@ from txrouter.health import RouterHealth
 from txrouter.proxyclient import ProxyClient, ProxyClientService
 from txrouter.pythonlogging import PythonLogging
 from txrouter.reloader import Outcome, Reloader
+from txrouter.serverendpoints import server_endpoint
 from txrouter.services import (
     DrainService,
     ListenerService,
@@ -142,7 +143,7 @@ def build_service(config: Config, reactor: Any) -> RouterService:
         fd = inherited.pop(description, None)
         if fd is not None:
             return inherited_endpoint(reactor, description, fd)
-        return serverFromString(reactor, description)
+        return server_endpoint(reactor, description)
 
     # Before the drain: it stops after it, and answers while requests drain.
     admin = AdminListener(
@@ -159,6 +160,13 @@ def build_service(config: Config, reactor: Any) -> RouterService:
     report = ReadyReport(top)
     if report.wanted:
         _child(top, "ready_report", report)
+    if config.acme is not None:
+        # Before the listeners: its stored certificates are read when it
+        # starts, before their first handshake.
+        from txrouter.acmeservice import AcmeService  # the acme package: only then
+
+        acme = top.acme = AcmeService(config.acme, reactor, site)
+        _child(top, "acme", acme)
     for spec in config.listeners:
         description = spec.endpoint
         service = ListenerService(description, endpoint(description), site, spec)

@@ -21,6 +21,7 @@ RC4, no 3DES), no renegotiation, no compression.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet.ssl import CertificateOptions, ContextFactory, TLSVersion
@@ -38,6 +40,7 @@ __all__ = [
     "CertificateError",
     "CertificateStore",
     "load_certificates",
+    "self_signed",
 ]
 
 # The files of one certificate in a certbot-style folder.
@@ -59,12 +62,14 @@ class Certificate:
     @ivar not_after: when it expires (UTC).
     @ivar source: the file(s) it was read from, for messages.
     @ivar context: the OpenSSL context that serves it.
+    @ivar not_before: when it became valid (UTC).
     """
 
     names: tuple[str, ...]
     not_after: datetime.datetime
     source: str
     context: Any
+    not_before: datetime.datetime | None = None
 
 
 def load_certificates(paths: Sequence[Path | tuple[Path, Path]]) -> list[Certificate]:
@@ -126,6 +131,10 @@ def _read(cert_path: Path, key_path: Path | None) -> Certificate:
             f"{key_path or cert_path}: no usable private key in it ({e}); "
             "expected an unencrypted PEM key"
         ) from None
+    return _serve(chain, key, source)
+
+
+def _serve(chain: Sequence[x509.Certificate], key: Any, source: str) -> Certificate:
     leaf = chain[0]
     # Twisted's settings (ciphers, curves, options), then the certificate.
     context = CertificateOptions(raiseMinimumTo=TLSVersion.TLSv1_2).getContext()
@@ -133,14 +142,42 @@ def _read(cert_path: Path, key_path: Path | None) -> Certificate:
         context.use_certificate(leaf)
         for extra in chain[1:]:
             context.add_extra_chain_cert(extra)
-        context.use_privatekey(key)  # type: ignore[arg-type]
+        context.use_privatekey(key)
         context.check_privatekey()
     except SSL.Error:
         raise CertificateError(
             f"{source}: the private key is not the certificate's"
         ) from None
     context.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
-    return Certificate(_names(leaf), leaf.not_valid_after_utc, source, context)
+    after, before = leaf.not_valid_after_utc, leaf.not_valid_before_utc
+    return Certificate(_names(leaf), after, source, context, before)
+
+
+def self_signed() -> Certificate:
+    """
+    A certificate for no name, signed by its own key: what a TLS listener
+    serves while it has no other (one whose certificates an ACME CA has
+    not issued yet). Clients do not trust it; it lets the handshake end
+    with a clear certificate error rather than a TLS alert.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "txrouter: no certificate yet")]
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .sign(key, hashes.SHA256())
+    )
+    made = _serve([leaf], key, "(self-signed, made at start)")
+    # Served to clients that name no known server, never for a name.
+    return dataclasses.replace(made, names=())
 
 
 def _names(certificate: x509.Certificate) -> tuple[str, ...]:
@@ -157,30 +194,78 @@ def _names(certificate: x509.Certificate) -> tuple[str, ...]:
 class CertificateStore(ContextFactory):
     """
     The certificates of one TLS listener, chosen by server name at each
-    handshake; L{replace} changes them for the handshakes that follow.
+    handshake: its own (L{replace}) and those an ACME CA issued
+    (L{serve_issued}); each call changes them for the handshakes that
+    follow. For a name both are for, the listener's own wins: a
+    certificate named in the routes file is the operator's choice.
+
+    @ivar certificates: what it serves: its own, then the issued ones
+        (or a self-signed placeholder when it has neither).
+    @ivar default: the certificate for clients that name no server, or
+        one no certificate is for: the default of its own, else the first
+        issued one, else the placeholder.
     """
 
-    def __init__(self, certificates: Sequence[Certificate], default: int = 0) -> None:
+    #: Certificates an ACME CA issued, served beside the listener's own.
+    issued: tuple[Certificate, ...] = ()
+    _placeholder: Certificate | None = None
+
+    def __init__(
+        self, certificates: Sequence[Certificate], default: int = 0, acme: bool = False
+    ) -> None:
         """
-        @param default: the index of the certificate for clients that name
-            no server, or one no certificate is for.
+        @param default: the index of the certificate (of C{certificates})
+            for clients that name no server, or one no certificate is for.
+        @param acme: it serves issued certificates too, so it may have none
+            of its own (L{placeholder} until the first is issued).
         """
+        self.acme = acme
         self.replace(certificates, default)
+
+    @property
+    def placeholder(self) -> bool:
+        """
+        Whether it has no certificate but a self-signed one made at start.
+        """
+        return self.default is self._placeholder
 
     def replace(self, certificates: Sequence[Certificate], default: int = 0) -> None:
         """
-        Serve C{certificates} from the next handshake on.
+        Serve C{certificates} as the listener's own from the next handshake
+        on (the issued ones stay).
         """
-        if not certificates:
+        if not certificates and not self.acme:
             raise CertificateError("a TLS listener needs at least one certificate")
+        self._own, self._own_default = tuple(certificates), default
+        self._build()
+
+    def serve_issued(self, certificates: Sequence[Certificate]) -> None:
+        """
+        Serve C{certificates}, issued by an ACME CA, beside the listener's
+        own from the next handshake on.
+        """
+        self.issued = tuple(certificates)
+        self._build()
+
+    def _build(self) -> None:
+        certificates = (*self._own, *self.issued)
+        if self._own:
+            default = self._own[self._own_default]
+        elif self.issued:
+            default = self.issued[0]
+        else:
+            if self._placeholder is None:
+                self._placeholder = self_signed()
+            default = self._placeholder
+            certificates = (default,)
         exact: dict[str, Certificate] = {}
         wild: dict[str, Certificate] = {}
         for certificate in certificates:
             for name in certificate.names:
                 table = wild if name.startswith("*.") else exact
                 table.setdefault(name.removeprefix("*."), certificate)
-        self.certificates = tuple(certificates)
-        self.default = certificates[default]
+        self.certificates = certificates
+        self.default = default
         self._exact, self._wild = exact, wild
         # The handshake starts on the default certificate's context; the
         # callback moves it to the one the client names.

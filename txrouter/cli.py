@@ -66,6 +66,9 @@ def _check(path: Path, load_apps: bool) -> int:
             print(warning, file=sys.stderr)
         if table.warnings:
             return 1
+    for warning in config.acme.warnings if config.acme is not None else ():
+        # Not an error: those names are served with the files' certificates.
+        print(f"{path}: acme: {warning}", file=sys.stderr)
     routes = config.routes()
     print(
         f"{path}: OK ({len(config.listen)} listener(s), {len(routes)} route(s), "

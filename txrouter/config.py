@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 import yaml
 
 from txrouter.accesslog import FORMATS as ACCESS_LOG_FORMATS
+from txrouter.acmeconfig import Acme, read_acme
 from txrouter.configreader import ConfigReader, describe
 from txrouter.errors import ConfigError, Problem
 from txrouter.hsts import read_hsts
@@ -37,6 +37,8 @@ from txrouter.kinds.static import StaticRoute
 from txrouter.kinds.wsgi import WsgiRoute
 from txrouter.limits import Limits
 from txrouter.listeners import Listener, read_listeners
+from txrouter.privileges import STARTED_AS
+from txrouter.proxyprotocol import check_proxy_listeners
 from txrouter.routespec import Origin, Threads
 from txrouter.yamlsource import LocatedDict, LocatedList, TooDeep, load_yaml
 
@@ -67,6 +69,7 @@ _TOP_KEYS = (
     "hsts",
     "admin",
     "limits",
+    "acme",
 )
 
 
@@ -90,6 +93,7 @@ class Config:
         for a new temporary one.
     @ivar trusted_proxies: networks (CIDR) whose C{X-Forwarded-For} and
         C{Forwarded} headers are extended rather than replaced.
+    @ivar acme: the certificates to obtain from an ACME CA, if any.
     @ivar tables: route tables by host: C{""} is the default host, other keys
         are lower-case names or C{*.} wildcards. Each table maps a prefix
         (starting and ending with C{/}) to its route.
@@ -108,6 +112,7 @@ class Config:
     access_log_format: str = ACCESS_LOG_FORMATS[0]
     listeners: tuple[Listener, ...] = ()
     hsts: Mapping[str, bytes] = field(default_factory=dict)
+    acme: Acme | None = None
 
     def routes(self) -> list[Route]:
         """
@@ -177,8 +182,11 @@ def load_config(path: Path) -> Config:
     access_log = _read_access_log(reader, data)
     access_log_format = _read_access_log_format(reader, data)
     trusted_proxies = _read_trusted_proxies(reader, data)
+    accepted = [listener.endpoint for listener in listeners]
+    check_proxy_listeners(reader, data, accepted, trusted_proxies)
     hsts: dict[str, bytes] = {}
     tables = _read_tables(reader, data, hsts)
+    acme = read_acme(reader, data, tables, listeners)
     reader.settle()
 
     if reader.problems:
@@ -188,6 +196,7 @@ def load_config(path: Path) -> Config:
         listen=tuple(listener.endpoint for listener in listeners),
         listeners=listeners,
         hsts=hsts,
+        acme=acme,
         admin=admin,
         threads=threads,
         drain_timeout=drain_timeout,
@@ -244,7 +253,9 @@ def default_admin(routes_file: Path) -> str:
     absolute path, so that C{txrouter reload --config FILE} finds it.
     """
     digest = hashlib.sha256(str(routes_file.resolve()).encode()).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / f"txrouter-{os.geteuid()}"
+    # The user who started the process: after twistd's --uid drop, a
+    # reload names the same socket as the start did.
+    folder = Path(tempfile.gettempdir()) / f"txrouter-{STARTED_AS}"
     return f"unix:{folder / f'admin-{digest}.sock'}:mode=600"
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.endpoints import serverFromString
 
-from txrouter.endpointstrings import ListenAddress, listen_address
+from txrouter.endpointstrings import ListenAddress, check_systemd, listen_address
 from txrouter.errors import Problem
 from txrouter.routespec import Origin, Threads
 from txrouter.yamlsource import LocatedDict
@@ -223,6 +223,15 @@ class ConfigReader:
             )
             return None
         valid = self._bindable(address, line, where)
+        if address.family == "systemd":
+            # Twisted's parser looks the socket up: it exists only in a
+            # process systemd started, not in 'txrouter check'.
+            try:
+                check_systemd(value)
+            except ValueError as e:
+                self.problem(line, where, f"bad endpoint {value!r}: {e}")
+                return None
+            return address if valid else None
         try:
             # Parsing builds the endpoint object only; nothing listens, and
             # the reactor argument is not used until listen() is called.

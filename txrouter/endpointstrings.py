@@ -3,7 +3,8 @@ Twisted endpoint strings read as Twisted reads them, without its private
 parser: L{split_endpoint} into arguments, L{listen_address} into what a
 server endpoint binds (so that two strings binding the same address can be
 told apart from two that do not, and a port or socket folder checked before
-anything listens).
+anything listens), and L{check_systemd} a C{systemd:} string without the
+sockets it names, which exist only in a process systemd started.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import ipaddress
 import os
 from dataclasses import dataclass
 
-__all__ = ["ListenAddress", "listen_address", "split_endpoint"]
+__all__ = ["ListenAddress", "check_systemd", "listen_address", "split_endpoint"]
 
 
 def split_endpoint(description: str) -> tuple[list[str], dict[str, str]]:
@@ -129,3 +130,50 @@ def _bind(
     # As Python binds them to Twisted's parser function; too many or twice
     # given arguments are refused by that parser itself.
     return {**dict(zip(parameters, args, strict=False)), **named}
+
+
+#: The parameters of Twisted's C{systemd:} endpoint, in its order.
+_SYSTEMD_PARAMETERS = ("domain", "index", "name")
+#: The address families of the sockets a router can serve (C{domain=}).
+_SYSTEMD_DOMAINS = ("INET", "INET6", "UNIX")
+
+
+def check_systemd(description: str) -> None:
+    """
+    Check a C{systemd:} endpoint string (inside C{haproxy:} wrappers, if
+    any) as Twisted's parser reads it, but without looking up the socket
+    it names: Twisted does that as it parses, and the sockets exist only in
+    a process started by systemd (so C{txrouter check} could not pass).
+
+        >>> check_systemd("systemd:domain=INET:index=0")
+
+    @raise ValueError: what is wrong, and what to write instead.
+    """
+    args, named = split_endpoint(description)
+    while args and args[0].lower() == "haproxy":
+        args = args[1:]
+    if not args or args[0] != "systemd":
+        raise ValueError("not a systemd: endpoint")
+    if len(args) - 1 > len(_SYSTEMD_PARAMETERS):
+        raise ValueError("too many arguments")
+    unknown = sorted(set(named) - set(_SYSTEMD_PARAMETERS))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter {unknown[0]!r}; systemd: takes domain=, and "
+            "index= or name="
+        )
+    given = _bind(_SYSTEMD_PARAMETERS, args[1:], named)
+    domain = given.get("domain")
+    if domain not in _SYSTEMD_DOMAINS:
+        raise ValueError(
+            f"domain= must be {', '.join(_SYSTEMD_DOMAINS)} (the family of the "
+            f"socket systemd passes), got {domain!r}"
+        )
+    if ("index" in given) == ("name" in given):
+        raise ValueError(
+            "give exactly one of index= (the socket's place among those the "
+            ".socket unit passes, from 0) and name= (its FileDescriptorName=)"
+        )
+    index = given.get("index")
+    if index is not None and not (index.isdigit() and index.isascii()):
+        raise ValueError(f"index= must be a number from 0, got {index!r}")

@@ -8,6 +8,8 @@ request to HTTPS.
       - endpoint: tcp:443
         tls: {certificates: [/etc/txrouter/certs/], default: example.com}
       - {endpoint: "tcp:80", https_redirect: true}
+      - endpoint: tcp:8443
+        tls: {acme: true}          # only what acme: obtains (txrouter.acmeconfig)
 
 A TLS listener's endpoint is a plain one (C{tcp:}, C{tcp6:}, C{unix:},
 C{systemd:}, C{haproxy:...}): the router adds TLS itself, with the
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["TLS", "Listener", "read_listeners"]
 
 _LISTENER_KEYS = ("endpoint", "tls", "https_redirect")
-_TLS_KEYS = ("certificates", "default")
+_TLS_KEYS = ("certificates", "default", "acme")
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,10 +43,14 @@ class TLS:
     """
     A listener's TLS: its certificates, read and checked, and the one for
     clients that name no server (or one no certificate is for).
+
+    @ivar acme: it serves the certificates of the top-level C{acme:} too
+        (the default when there is one), so it may have none of its own.
     """
 
     certificates: tuple[Certificate, ...]
     default: int = 0
+    acme: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,8 +98,9 @@ def read_listeners(reader: ConfigReader, data: LocatedDict) -> tuple[Listener, .
         return ()
     result = []
     first: dict[ListenAddress, tuple[str, int]] = {}
+    acme = data.get("acme") is not None
     for item, line, where in items:
-        listener = _listener(reader, item, line, where)
+        listener = _listener(reader, item, line, where, acme)
         if listener is None:
             continue
         address = reader.endpoint(listener.endpoint, line, where)
@@ -114,7 +121,7 @@ def read_listeners(reader: ConfigReader, data: LocatedDict) -> tuple[Listener, .
 
 
 def _listener(
-    reader: ConfigReader, item: Any, line: int, where: str
+    reader: ConfigReader, item: Any, line: int, where: str, acme: bool
 ) -> Listener | None:
     if not isinstance(item, LocatedDict):
         return Listener(item)  # an endpoint string, checked by the caller
@@ -130,7 +137,7 @@ def _listener(
         return None
     tls = None
     if "tls" in item:
-        tls = _tls(reader, item, f"{where}.tls")
+        tls = _tls(reader, item, f"{where}.tls", acme)
         if tls is None:
             return None
         if endpoint.split(":", 1)[0].lower() in ("ssl", "tls"):
@@ -171,7 +178,11 @@ def _https_redirect(reader: ConfigReader, item: LocatedDict, where: str) -> int 
     return None
 
 
-def _tls(reader: ConfigReader, item: LocatedDict, where: str) -> TLS | None:
+def _tls(reader: ConfigReader, item: LocatedDict, where: str, acme: bool) -> TLS | None:
+    """
+    Read a C{tls:} entry; C{acme} tells whether the file has a top-level
+    C{acme:}, whose certificates it serves unless it says C{acme: false}.
+    """
     spec = item["tls"]
     line = item.line_of("tls")
     if not isinstance(spec, LocatedDict):
@@ -183,6 +194,25 @@ def _tls(reader: ConfigReader, item: LocatedDict, where: str) -> TLS | None:
         )
         return None
     reader.unknown_keys(spec, where, _TLS_KEYS)
+    serves_acme = reader.flag(spec, "acme", f"{where}.acme", acme)
+    if serves_acme and not acme:
+        reader.problem(
+            spec.line_of("acme"),
+            f"{where}.acme",
+            "there is no top-level 'acme:' to obtain certificates: add one "
+            "(e.g. 'acme: {email: you@example.com}'), or give certificates:",
+        )
+        return None
+    if "certificates" not in spec and serves_acme:
+        return TLS((), 0, True)
+    if "certificates" not in spec:
+        reader.problem(
+            spec.line,
+            f"{where}.certificates",
+            "no certificates: give files or folders (certificates: [certs/]), "
+            "or add a top-level 'acme:' to obtain them",
+        )
+        return None
     sources = _sources(reader, spec, where)
     if sources is None:
         return None
@@ -209,7 +239,7 @@ def _tls(reader: ConfigReader, item: LocatedDict, where: str) -> TLS | None:
             )
             return None
         default = found[0]
-    return TLS(tuple(certificates), default)
+    return TLS(tuple(certificates), default, serves_acme)
 
 
 def _sources(

@@ -12,6 +12,11 @@ The private parts of Twisted that an upgrade needs, in one place:
     (C{unix.Port._bindPath}); a port handed to a new process must do
     neither (L{hand_over_port}).
 
+  - after C{twistd} drops root, a UNIX port root bound in a folder only
+    root may write to cannot remove its socket's file, nor its lock
+    file, when it closes: it raises, and the stop goes no further
+    (L{keep_socket_files}).
+
   - the C{HTTPChannel} inside the protocol a C{Site} builds (Twisted
     wraps it to choose between HTTP/1.1 and HTTP/2), whose C{requests}
     tell whether a connection is idle (L{http_channel_of}), and the same
@@ -36,6 +41,7 @@ __all__ = [
     "hand_over_port",
     "http_channel_of",
     "http_protocol_factory",
+    "keep_socket_files",
     "twistd_options",
 ]
 
@@ -72,6 +78,15 @@ def hand_over_port(port: Any) -> None:
     if hasattr(port, "_bindPath"):
         # A name in Linux's abstract namespace is never unlinked.
         port._bindPath = "\0"
+
+
+def keep_socket_files(port: Any) -> None:
+    """
+    Make a UNIX listening port, when it closes, leave its socket's file
+    and its lock file where they are (the next start replaces them).
+    """
+    port._bindPath = "\0"
+    port.lockFile = None
 
 
 def http_channel_of(protocol: Any) -> Any:

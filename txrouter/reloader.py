@@ -38,7 +38,6 @@ from twisted.internet.defer import (
     inlineCallbacks,
     succeed,
 )
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -48,6 +47,7 @@ from txrouter.errors import AppLoadError, ConfigError, ListenError
 from txrouter.forwarding import TrustedProxies
 from txrouter.listeners import Listener
 from txrouter.routetable import BuiltRoute, RouteKey, RouteTable
+from txrouter.serverendpoints import server_endpoint
 from txrouter.services import ListenerService, RouterService
 from txrouter.workers import WorkerSet, WorkerStartError
 
@@ -360,7 +360,7 @@ class Reloader:
         started: list[ListenerService] = []
         try:
             for spec in specs:
-                endpoint = serverFromString(self._reactor, spec.endpoint)
+                endpoint = server_endpoint(self._reactor, spec.endpoint)
                 listener = ListenerService(spec.endpoint, endpoint, site, spec)
                 listener.setServiceParent(self._top)  # binds at once
                 started.append(listener)
@@ -467,6 +467,11 @@ def _cannot_change_in_place(old: Config, new: Config) -> list[str]:
         )
     if old.access_log != new.access_log:
         problems.append(f"{file}: access_log: the log file is opened at start")
+    if old.acme != new.acme:
+        problems.append(
+            f"{file}: acme: read when the router starts (its account, names "
+            "and schedule); restart the router or 'txrouter upgrade'"
+        )
     tls_before = {s.endpoint: s.tls is not None for s in old.listeners}
     for spec in new.listeners:
         if tls_before.get(spec.endpoint, spec.tls is not None) != (

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from txrouter import acmeconfig
 from txrouter.config import _COUNTS, _SIZES, _TIMES, _TOP_KEYS
 from txrouter.configreader import APP_NAME, MODULE_NAME
 from txrouter.kinds import KINDS
@@ -201,6 +202,7 @@ _TOP: dict[str, dict[str, Any]] = {
     },
     "limits": {"$ref": "#/$defs/limits"},
     "hsts": {"$ref": "#/$defs/hsts"},
+    "acme": {"$ref": "#/$defs/acme"},
 }
 
 _CERTIFICATE_SOURCE = {
@@ -249,8 +251,13 @@ _LISTENER = {
                     "Default: the first certificate.",
                     "type": "string",
                 },
+                "acme": {
+                    "description": "Serve the certificates the top-level acme: "
+                    "obtains too (the default when there is one); with it, "
+                    "certificates: may be left out. Needs acme: at the top level.",
+                    "type": "boolean",
+                },
             },
-            "required": ["certificates"],
             "additionalProperties": False,
         },
         "https_redirect": {
@@ -285,6 +292,60 @@ _HSTS = {
         },
     ],
 }
+
+_ACME_PROPERTIES: dict[str, dict[str, Any]] = {
+    "email": {
+        "description": "The ACME account's contact, for the CA's expiry and "
+        "policy mail.",
+        "type": "string",
+        "pattern": r"^[^@\s]+@[^@\s]+$",
+    },
+    "directory": {
+        "description": "The https:// URL of the CA's ACME directory.",
+        "type": "string",
+        "pattern": r"^[Hh][Tt][Tt][Pp][Ss]://\S+$",
+        "default": acmeconfig.LETS_ENCRYPT,
+    },
+    "storage": {
+        "description": "The folder (mode 0700) of the account key and the "
+        "certificates (mode 0600), relative to this file's folder.",
+        **_PATH,
+        "default": acmeconfig.DEFAULT_STORAGE,
+    },
+    "ca_bundle": {
+        "description": "PEM CA certificates to check the directory's HTTPS "
+        "with, instead of the system's (e.g. a test CA's).",
+        **_PATH,
+    },
+    "renew_before": _number(
+        "Days before expiry that a certificate is renewed (at most a third "
+        "of its lifetime).",
+        acmeconfig.DEFAULT_RENEW_BEFORE,
+        0.0001,
+    ),
+    "names": {
+        "description": "The host names to obtain certificates for, one "
+        "each; no wildcards (they need DNS-01). Default: every exact name of "
+        "hosts:.",
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "string", "pattern": _HOST},
+    },
+}
+
+
+def _acme() -> dict[str, Any]:
+    return {
+        "description": "Obtain and renew certificates from an ACME CA (RFC "
+        "8555; Let's Encrypt by default) with HTTP-01 challenges answered on "
+        "the plain listeners; TLS listeners serve them.",
+        "type": "object",
+        "properties": {
+            key: _may_be_empty(_ACME_PROPERTIES[key]) for key in acmeconfig.KEYS
+        },
+        "additionalProperties": False,
+    }
+
 
 _LIMITS: dict[str, str] = {
     "head_timeout": "Seconds a client has to send a whole request head (408).",
@@ -588,6 +649,7 @@ def routes_schema() -> dict[str, Any]:
         "$defs": {
             "listener": _LISTENER,
             "hsts": _HSTS,
+            "acme": _acme(),
             "routes": {
                 "description": "URL prefix to route. The longest matching "
                 "prefix wins; a trailing '/' is added; a request for the "

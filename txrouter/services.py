@@ -26,9 +26,13 @@ from zope.interface import implementer
 from txrouter.certificates import CertificateStore
 from txrouter.errors import ListenError
 from txrouter.openfiles import raise_open_files_limit
+from txrouter.privatetwisted import keep_socket_files
+from txrouter.privileges import drop_target, give_to_runner
+from txrouter.proxyprotocol import LiveTrustedProxies, proxy_header_from_network
 from txrouter.site import ListenerFactory, RouterSite
 
 if TYPE_CHECKING:
+    from txrouter.acmeservice import AcmeService
     from txrouter.health import RouterHealth
     from txrouter.listeners import Listener
     from txrouter.reloader import Reloader
@@ -59,12 +63,15 @@ class RouterService(MultiService):
         and when it begins to stop.
     @ivar handed_over: an upgrade has given every listening socket to a
         new router.
+    @ivar acme: what obtains the certificates of C{acme:}, which its TLS
+        listeners serve beside their own.
     """
 
     site: RouterSite | None = None
     table: RouteTable | None = None
     reloader: Reloader | None = None
     health: RouterHealth | None = None
+    acme: AcmeService | None = None
     handed_over = False
     #: When set, the whole stop must be over by then, every stage included
     #: (see L{StopDeadline}).
@@ -183,7 +190,9 @@ class ListenerService(StreamServerEndpointService):
         #: The certificates of a TLS listener, which a reload may replace.
         self.certificates: CertificateStore | None = None
         if tls is not None:
-            self.certificates = CertificateStore(tls.certificates, tls.default)
+            self.certificates = CertificateStore(
+                tls.certificates, tls.default, tls.acme
+            )
             factory = TLSMemoryBIOFactory(self.certificates, False, factory)
         super().__init__(_Remembering(endpoint, self), factory)
         self.setName(description)
@@ -200,16 +209,85 @@ class ListenerService(StreamServerEndpointService):
         the requests that follow (adding or removing TLS needs a new port).
         """
         if self.certificates is not None and spec.tls is not None:
+            self.certificates.acme = spec.tls.acme
             self.certificates.replace(spec.tls.certificates, spec.tls.default)
+            self._follow_acme()
         if self._listener is not None:
             self._listener.https_redirect = spec.https_redirect
 
+    def startService(self) -> None:
+        super().startService()
+        self._follow_acme()
+        store = self.certificates
+        if store is not None and store.placeholder:
+            _log.info(
+                "{listener}: no certificate yet: serving a self-signed one "
+                "until the ACME CA issues the first",
+                listener=self.name,
+            )
+
+    def _follow_acme(self) -> None:
+        """
+        Serve the certificates of the router's ACME service, when this
+        listener's C{tls:} takes them; stop when it no longer does.
+        """
+        acme = getattr(self.parent, "acme", None)
+        store = self.certificates
+        if acme is None or store is None or not self.running:
+            return
+        if store.acme:
+            acme.serve_on(store)
+        else:
+            acme.forget(store)
+
+    def stopService(self) -> Deferred[None]:
+        acme = getattr(self.parent, "acme", None)
+        if acme is not None and self.certificates is not None:
+            acme.forget(self.certificates)
+        if self.port is not None:
+            _leave_unremovable_file(self.port)
+        return super().stopService()  # type: ignore[no-any-return]
+
     def privilegedStartService(self) -> None:
+        listener = self._listener
+        if listener is not None and proxy_header_from_network(str(self.name)):
+            # Before the port listens: no connection without the check.
+            parent = self.parent
+            listener.proxy_peers = (
+                LiveTrustedProxies(parent)
+                if isinstance(parent, RouterService)
+                else None  # a listener alone, as tests make: no routes file
+            )
         try:
             super().privilegedStartService()
         except CannotListenError as e:
             reason = getattr(e.socketError, "strerror", None) or e.socketError
             raise ListenError(f"{reason}: {self.name}") from None
+
+
+def _leave_unremovable_file(port: Any) -> None:
+    """
+    If C{port} is a UNIX socket whose file this process cannot remove (root
+    made it in a folder of root's before C{twistd} dropped root), leave it
+    when the port closes rather than fail the stop: the next start, as
+    root, replaces it.
+    """
+    if not getattr(port, "connected", False):
+        return  # closed already (a listener a reload removed is stopped twice)
+    path = getattr(port.getHost(), "name", None)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, str) or not path or path.startswith("\0"):
+        return
+    folder = os.path.dirname(path)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        _log.info(
+            "leaving {path} in place: this user cannot remove it from {folder} "
+            "(root made it before the privilege drop); the next start replaces it",
+            path=path,
+            folder=folder,
+        )
+        keep_socket_files(port)
 
 
 @implementer(IStreamServerEndpoint)
@@ -267,14 +345,28 @@ class RuntimeDirService(Service):
         self.path = path
         self._temporary = temporary
         self._instance = instance
+        self._made = False
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if drop_target() is not None:
+            # twistd drops root next: make the folder now, where root may
+            # write, and make it over to the user the workers run as.
+            self._make()
+            give_to_runner(self.path)
 
     def startService(self) -> None:
+        if not self._made:
+            self._make()
+        super().startService()
+
+    def _make(self) -> None:
         if self._temporary:
             os.mkdir(self.path, 0o700)
         else:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
             os.chmod(self.path, 0o700)
-        super().startService()
+        self._made = True
 
     def stopService(self) -> None:
         super().stopService()

@@ -18,6 +18,7 @@ after a short grace the connections still idle are closed.
 from __future__ import annotations
 
 import time
+from collections.abc import Container, Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -139,6 +140,10 @@ class RouterRequest(Request):
         if self.path == b"*":
             super().process()  # Twisted answers OPTIONS * itself
             return
+        # A plain Site (as 'txrouter explain' makes) has none.
+        challenges = getattr(self.channel.site, "acme_challenges", None)  # type: ignore[attr-defined]
+        if challenges is not None and self._answer_challenge(challenges):
+            return
         listener = getattr(self.channel, "listener", None)
         if (
             listener is not None
@@ -160,6 +165,34 @@ class RouterRequest(Request):
             self.render(site.getResourceFor(self))
         except BaseException:
             self.processingFailed(Failure())
+
+    def _answer_challenge(self, challenges: Mapping[bytes, bytes]) -> bool:
+        """
+        Answer an ACME HTTP-01 challenge (RFC 8555 section 8.3) that the
+        router's ACME service waits on, for any host, before routing: the
+        CA asks over plain HTTP, at C{/.well-known/acme-challenge/TOKEN}.
+
+        @param challenges: key authorizations by token.
+        @return: whether it answered; a token it does not know is routed
+            as any other request.
+        """
+        if not self.path.startswith(_ACME_CHALLENGES):
+            return False
+        answer = challenges.get(self.path[len(_ACME_CHALLENGES) :])
+        if answer is None or self.method not in (b"GET", b"HEAD"):
+            return False
+        self.site = self.channel.site  # type: ignore[attr-defined]
+        headers = self.responseHeaders
+        headers.setRawHeaders(b"server", [_SERVER])
+        headers.setRawHeaders(b"date", [_http_date()])
+        headers.setRawHeaders(b"content-type", [b"text/plain"])
+        headers.setRawHeaders(b"content-length", [b"%d" % len(answer)])
+        if self.method == b"GET":
+            self.write(answer)
+        self.finish()
+        if isinstance(self.site, RouterSite):
+            self.site.unrouted.ended(self, 0.0)
+        return True
 
     def _to_https(self, port: int) -> None:
         """
@@ -242,6 +275,9 @@ class RouterSite(Site):
 
     displayTracebacks = False
     requestFactory = RouterRequest
+    #: The ACME HTTP-01 challenges being answered (key authorizations by
+    #: token; L{txrouter.acmeservice}), or L{None} without C{acme:}.
+    acme_challenges: Mapping[bytes, bytes] | None = None
     _log = Logger()
 
     def __init__(
@@ -552,17 +588,26 @@ class ListenerFactory:
     @ivar refused: connections refused at C{max_connections} on this port.
     @ivar https_redirect: the HTTPS port every request on this port is
         redirected to (301), if any.
+    @ivar proxy_peers: for a port that takes the client's address from a
+        PROXY header (C{haproxy:} over TCP), the addresses allowed to send
+        one (a live view of C{trusted_proxies}); a connection from any other
+        peer is closed at once. L{None}: no such check.
+    @ivar untrusted: connections closed because their peer was not in
+        C{proxy_peers}.
     """
 
     __slots__ = (
         "__weakref__",
+        "_untrusted_noted",
         "https_redirect",
         "name",
         "open",
         "plain",
         "port",
+        "proxy_peers",
         "refused",
         "site",
+        "untrusted",
     )
 
     def __init__(self, site: RouterSite, name: str, plain: bool) -> None:
@@ -573,9 +618,41 @@ class ListenerFactory:
         self.port: Any = None
         self.open = 0
         self.refused = 0
+        self.proxy_peers: Container[str] | None = None
+        self.untrusted = 0
+        self._untrusted_noted: tuple[float, int] | None = None
 
     def buildProtocol(self, addr: IAddress) -> Any:
+        peers = self.proxy_peers
+        if peers is not None:
+            # The real TCP peer: HAProxy's wrapper reads the header later.
+            host = getattr(addr, "host", None)
+            if host is not None and host not in peers:
+                self._untrusted_peer(host)
+                return _Closed()
         return self.site.accept(self, addr)
+
+    def _untrusted_peer(self, host: str) -> None:
+        """
+        Count a connection from C{host}, not a trusted proxy, and log it:
+        the first, then at most once a minute with the count since.
+        """
+        self.untrusted += 1
+        now = self.site.reactor.seconds()
+        noted = self._untrusted_noted
+        if noted is not None and now - noted[0] < _UNTRUSTED_LOG_EVERY:
+            return
+        since = self.untrusted - noted[1] if noted is not None else 1
+        self._untrusted_noted = (now, self.untrusted)
+        self.site._log.warn(
+            "{listener}: closed a connection from {peer}, which is not in "
+            "trusted_proxies: only the load balancer may send the PROXY "
+            "header that names the client ({count} such connection(s) since "
+            "the last line like this)",
+            listener=self.address(),
+            peer=host,
+            count=since,
+        )
 
     def acceptableProtocols(self) -> list[bytes]:
         # What a TLS listener offers over ALPN: a client that offers only
@@ -609,6 +686,10 @@ class ListenerFactory:
     def __repr__(self) -> str:
         return f"<ListenerFactory {self.name!r} of {self.site!r}>"
 
+
+#: Seconds between two log lines about connections from peers that may
+#: not send a PROXY header (L{ListenerFactory.proxy_peers}).
+_UNTRUSTED_LOG_EVERY = 60.0
 
 #: Endpoint types whose ports call the factory themselves and close a
 #: connection it builds no protocol for.

@@ -63,6 +63,30 @@ READY_TIMEOUT = 120.0
 _ADOPTABLE = {"tcp": socket.AF_INET, "tcp6": socket.AF_INET6, "unix": socket.AF_UNIX}
 
 
+#: Why a router with systemd's sockets is not upgraded: systemd watches the
+#: process it started, and stops the service (and the new router with it)
+#: when that process exits; a restart is as good, since systemd keeps the
+#: sockets open and connections wait in their backlog meanwhile.
+_SYSTEMD_REFUSAL = (
+    "cannot upgrade: {0!r} is a socket of systemd's, and systemd stops the "
+    "service when the process it started exits, the new router with it; "
+    "restart the service instead ('systemctl restart txrouter.service'): "
+    "systemd keeps the sockets open meanwhile, so connections wait instead "
+    "of failing"
+)
+
+
+#: Why a router that dropped root is not upgraded: the new router would be
+#: started by the dropped user with the same --uid, which only root may
+#: ask for, and could not make its admin socket where root did.
+_DROPPED_REFUSAL = (
+    "cannot upgrade: this router dropped root (twistd --uid/--gid), and a "
+    "new one started by the user it runs as could not do the same; restart "
+    "it instead (under systemd socket activation, the sockets stay open "
+    "meanwhile)"
+)
+
+
 def _layers(description: str) -> tuple[int, str]:
     """
     How many C{haproxy:} wrappers an endpoint string has, and the type of
@@ -234,9 +258,13 @@ class Upgrader:
         options = twistd_options()
         if options is None:
             return succeed(outcome(False, "this router was not started by twistd"))
+        if options.get("uid") is not None or options.get("gid") is not None:
+            return succeed(outcome(False, _DROPPED_REFUSAL))
         listeners = [s for s in self._top if isinstance(s, ListenerService)]
         for listener in listeners:
             kind = _layers(str(listener.name))[1]
+            if kind == "systemd":
+                return succeed(outcome(False, _SYSTEMD_REFUSAL.format(listener.name)))
             if kind not in _ADOPTABLE or listener.port is None:
                 return succeed(
                     outcome(
