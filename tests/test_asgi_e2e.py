@@ -258,10 +258,10 @@ class WorkerLifeTests(SynchronousTestCase):
             [
                 sys.executable,
                 "-c",
-                "import subprocess, sys, time\n"
+                "import signal, subprocess, sys\n"
                 "child = subprocess.Popen(sys.argv[1:])\n"
                 "print(child.pid, flush=True)\n"
-                "time.sleep(120)\n",
+                "signal.pause()\n",  # until the test kills it
                 *worker.command,
             ],
             env=env,

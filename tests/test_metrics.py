@@ -35,7 +35,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
-from tests.support import APPS
+from tests.support import APPS, wait_until
 from tests.test_accesslog import InlinePool, get
 from tests.test_admin import scratch, write_routes
 from tests.test_proxy import Client, FakeEndpoint
@@ -788,9 +788,7 @@ class RouterMetricsTests(SynchronousTestCase):
         self.addCleanup(release.set)
         pool.callInThread(release.wait, 30)
         pool.callInThread(release.wait, 30)
-        deadline = time.monotonic() + 10
-        while len(pool.working) < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(pool.working) >= 1, "a thread to take the first call")
         names = ("threads", "max_threads", "busy_threads", "queued")
         self.assertEqual(
             [world.value(f"txrouter_threadpool_{name}") for name in names],

@@ -140,8 +140,15 @@ class RouterRequest(Request):
         if self.path == b"*":
             super().process()  # Twisted answers OPTIONS * itself
             return
+        # What Twisted's Site.process does, with the Date header made once
+        # a second (as nginx does) rather than once a request; no resource
+        # of ours encodes its responses.
+        self.site = site = self.channel.site  # type: ignore[attr-defined]
+        headers = self.responseHeaders
+        headers.setRawHeaders(b"server", [_SERVER])
+        headers.setRawHeaders(b"date", [_http_date()])
         # A plain Site (as 'txrouter explain' makes) has none.
-        challenges = getattr(self.channel.site, "acme_challenges", None)  # type: ignore[attr-defined]
+        challenges = getattr(site, "acme_challenges", None)
         if challenges is not None and self._answer_challenge(challenges):
             return
         listener = getattr(self.channel, "listener", None)
@@ -152,13 +159,6 @@ class RouterRequest(Request):
         ):
             self._to_https(listener.https_redirect)
             return
-        # What Twisted's Site.process does, with the Date header made once
-        # a second (as nginx does) rather than once a request; no resource
-        # of ours encodes its responses.
-        self.site = site = self.channel.site  # type: ignore[attr-defined]
-        headers = self.responseHeaders
-        headers.setRawHeaders(b"server", [_SERVER])
-        headers.setRawHeaders(b"date", [_http_date()])
         self.prepath = []
         self.postpath = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
         try:
@@ -181,17 +181,7 @@ class RouterRequest(Request):
         answer = challenges.get(self.path[len(_ACME_CHALLENGES) :])
         if answer is None or self.method not in (b"GET", b"HEAD"):
             return False
-        self.site = self.channel.site  # type: ignore[attr-defined]
-        headers = self.responseHeaders
-        headers.setRawHeaders(b"server", [_SERVER])
-        headers.setRawHeaders(b"date", [_http_date()])
-        headers.setRawHeaders(b"content-type", [b"text/plain"])
-        headers.setRawHeaders(b"content-length", [b"%d" % len(answer)])
-        if self.method == b"GET":
-            self.write(answer)
-        self.finish()
-        if isinstance(self.site, RouterSite):
-            self.site.unrouted.ended(self, 0.0)
+        self._answer_unrouted(answer, b"text/plain")
         return True
 
     def _to_https(self, port: int) -> None:
@@ -199,7 +189,6 @@ class RouterRequest(Request):
         Send the client to the same URL over HTTPS on C{port}: 301, or 308
         for a method that must not turn into a GET on the way.
         """
-        self.site = self.channel.site  # type: ignore[attr-defined]
         host = self.getRequestHostname()
         if b":" in host:
             host = b"[%s]" % host  # an IPv6 address
@@ -208,18 +197,22 @@ class RouterRequest(Request):
             b"" if port == 443 else b":%d" % port,
             self.uri,
         )
-        body = b"Moved to %s\n" % where
         self.setResponseCode(301 if self.method in (b"GET", b"HEAD") else 308)
+        self.responseHeaders.setRawHeaders(b"location", [where])
+        self._answer_unrouted(b"Moved to %s\n" % where, b"text/plain; charset=utf-8")
+
+    def _answer_unrouted(self, body: bytes, content_type: bytes) -> None:
+        """
+        Finish with C{body}, answered by the router before any route (a
+        HEAD gets the head only, as Twisted does): counted with the requests
+        no route took.
+        """
         headers = self.responseHeaders
-        headers.setRawHeaders(b"server", [_SERVER])
-        headers.setRawHeaders(b"date", [_http_date()])
-        headers.setRawHeaders(b"location", [where])
-        headers.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
+        headers.setRawHeaders(b"content-type", [content_type])
         headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
         self.write(body)
         self.finish()
         if isinstance(self.site, RouterSite):
-            # With the requests no route took: no route saw it.
             self.site.unrouted.ended(self, 0.0)
 
     def handleContentChunk(self, data: bytes) -> None:
