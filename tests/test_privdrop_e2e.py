@@ -245,8 +245,9 @@ class PrivilegeDropTests(SynchronousTestCase):
             (info.st_uid, info.st_gid), (self.user.pw_uid, self.user.pw_gid)
         )
         self.assertEqual(info.st_mode & 0o777, 0o700)
+        # setUp waited for one ready worker; the other may still be starting.
+        wait_until(lambda: len(list(self.runtime.glob("*.sock"))) == 2, "both sockets")
         sockets = list(self.runtime.glob("*.sock"))
-        self.assertEqual(len(sockets), 2)
         for path in sockets:
             self.assertEqual(path.stat().st_uid, self.user.pw_uid)
 
