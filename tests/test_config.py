@@ -1733,6 +1733,7 @@ class LimitsTests(SynchronousTestCase):
                   max_head: 64k
                   head_timeout: 5
                   max_connections: 200
+                  max_streams: 64
                 routes:
                   /: {static: pub}
                   /up/: {wsgi: "hello:app", path: hello, max_body: 1G}
@@ -1746,6 +1747,7 @@ class LimitsTests(SynchronousTestCase):
             (50 * 1024**2, 16 * 1024, 64 * 1024),
         )
         self.assertEqual((limits.head_timeout, limits.max_connections), (5.0, 200))
+        self.assertEqual(limits.max_streams, 64)
         self.assertEqual(config.tables[""]["/up/"].max_body, 1024**3)  # type: ignore[attr-defined]
         self.assertEqual(config.tables[""]["/api/"].max_body, 1024)  # type: ignore[attr-defined]
 

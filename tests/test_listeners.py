@@ -82,6 +82,32 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(names, [("one.test",), ("two.test",), ("three.test",)])
         self.assertEqual(secure.tls.default, 1)
 
+    def test_http2(self) -> None:
+        """
+        A TLS listener offers HTTP/2 unless it says C{http2: false}; its
+        port's factory offers over ALPN what it says, and follows a
+        reload; a plain listener offers nothing.
+        """
+        pem = self.authority.issue(["one.test"])
+        config = self.load(
+            f"  - {{endpoint: 'tcp:8443', tls: {{certificates: {pem.name}}}}}\n"
+            f"  - {{endpoint: 'tcp:8444', tls: {{certificates: {pem.name}, "
+            "http2: false}}\n"
+        )
+        offered, refused = config.listeners
+        assert offered.tls is not None and refused.tls is not None
+        self.assertEqual((offered.tls.http2, refused.tls.http2), (True, False))
+        site = RouterSite(_Hello(), MemoryReactorClock(), None, Limits())
+        factory = site.listener("tcp:8443", tls=True, http2=True)
+        self.assertEqual(factory.acceptableProtocols(), [b"h2", b"http/1.1"])
+        factory.http2 = False
+        self.assertEqual(factory.acceptableProtocols(), [b"http/1.1"])
+        [problem] = self.problems(
+            f"  - {{endpoint: 'tcp:8443', tls: {{certificates: {pem.name}, "
+            "http2: maybe}}\n"
+        )
+        self.assertTrue(problem.startswith("2: listen[0].tls.http2: "), problem)
+
     def test_https_redirect(self) -> None:
         """
         C{https_redirect: true} is port 443; a number is that port.

@@ -286,7 +286,7 @@ def _read_admin(reader: ConfigReader, data: LocatedDict, path: Path) -> str:
 
 
 _SIZES = ("max_request_line", "max_header", "max_head", "max_body")
-_COUNTS = ("max_headers", "max_connections")
+_COUNTS = ("max_headers", "max_connections", "max_streams")
 _TIMES = ("head_timeout", "body_timeout", "send_timeout", "keepalive_timeout")
 
 

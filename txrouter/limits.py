@@ -16,6 +16,7 @@ The defaults follow nginx, HAProxy and Envoy; each says its answer:
 | C{max_headers}: number of header fields | 100 | 431 |
 | C{max_body}: a request body (per route too) | 10 MiB | 413 |
 | C{max_connections}: open connections per C{listen:} entry | 10,000 | closed at once |
+| C{max_streams}: concurrent streams of an HTTP/2 connection | 128 | connection closed |
 
 A deadline counts only the time in which the router waits for the client:
 not while it answers an earlier request of the connection, nor while it
@@ -23,7 +24,9 @@ holds reading because the client takes nothing of a response (then
 C{send_timeout} runs). C{keepalive_timeout} closes only a connection with
 no request being received or answered and no response still going out.
 Each listener counts its own connections; refusals are logged with its
-address.
+address. An HTTP/2 connection keeps the same limits per stream
+(L{txrouter.http2}); C{max_streams} is nginx's
+C{http2_max_concurrent_streams}.
 """
 
 from __future__ import annotations
@@ -52,3 +55,4 @@ class Limits:
     max_headers: int = 100
     max_body: int = 10 * MiB
     max_connections: int = 10_000
+    max_streams: int = 128

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["TLS", "Listener", "read_listeners"]
 
 _LISTENER_KEYS = ("endpoint", "tls", "https_redirect")
-_TLS_KEYS = ("certificates", "default", "acme")
+_TLS_KEYS = ("certificates", "default", "acme", "http2")
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,11 +46,13 @@ class TLS:
 
     @ivar acme: it serves the certificates of the top-level C{acme:} too
         (the default when there is one), so it may have none of its own.
+    @ivar http2: it offers HTTP/2 over ALPN (L{txrouter.http2}).
     """
 
     certificates: tuple[Certificate, ...]
     default: int = 0
     acme: bool = False
+    http2: bool = True
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,6 +197,7 @@ def _tls(reader: ConfigReader, item: LocatedDict, where: str, acme: bool) -> TLS
         return None
     reader.unknown_keys(spec, where, _TLS_KEYS)
     serves_acme = reader.flag(spec, "acme", f"{where}.acme", acme)
+    http2 = reader.flag(spec, "http2", f"{where}.http2", True)
     if serves_acme and not acme:
         reader.problem(
             spec.line_of("acme"),
@@ -204,7 +207,7 @@ def _tls(reader: ConfigReader, item: LocatedDict, where: str, acme: bool) -> TLS
         )
         return None
     if "certificates" not in spec and serves_acme:
-        return TLS((), 0, True)
+        return TLS((), 0, True, http2)
     if "certificates" not in spec:
         reader.problem(
             spec.line,
@@ -239,7 +242,7 @@ def _tls(reader: ConfigReader, item: LocatedDict, where: str, acme: bool) -> TLS
             )
             return None
         default = found[0]
-    return TLS(tuple(certificates), default, serves_acme)
+    return TLS(tuple(certificates), default, serves_acme, http2)
 
 
 def _sources(

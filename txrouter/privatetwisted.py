@@ -23,7 +23,9 @@ The private parts of Twisted that an upgrade needs, in one place:
     wrapping around a channel class of ours (L{http_protocol_factory}),
     which passes on the file descriptors a UNIX socket receives to a
     channel that takes them (C{fileDescriptorReceived}): a UNIX transport
-    hands them to the protocol it has, the wrapper.
+    hands them to the protocol it has, the wrapper; and which, when ALPN
+    chooses HTTP/2, switches to an HTTP/2 connection of ours, as the
+    wrapper switches to Twisted's.
 
 C{tests/test_upgrade.py} and C{tests/test_site.py} fail loudly if Twisted
 changes any of these.
@@ -32,6 +34,7 @@ changes any of these.
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.app import ServerOptions
@@ -96,21 +99,57 @@ def http_channel_of(protocol: Any) -> Any:
     return getattr(protocol, "_channel", protocol)
 
 
-def http_protocol_factory(channel_class: type) -> Any:
+def http_protocol_factory(
+    channel_class: type, http2: Callable[[Any], Any] | None = None
+) -> Any:
     """
     A C{Site.protocol} that builds C{channel_class} channels, wrapped as
     Twisted wraps its own (so that HTTP/2 can be negotiated over TLS).
+
+    @param http2: when ALPN chooses C{h2}, makes the HTTP/2 connection
+        that replaces a channel (given the channel); without it, Twisted's.
     """
     from twisted.web.http import _GenericHTTPChannelProtocol
 
     wrapper: type = _GenericHTTPChannelProtocol
     if hasattr(channel_class, "fileDescriptorReceived"):
-        wrapper = _descriptors_passed_on(_GenericHTTPChannelProtocol)
+        wrapper = _descriptors_passed_on(wrapper)
+    if http2 is not None:
+        wrapper = _negotiating(wrapper, http2)
 
     def build(factory: Any = None) -> Any:
         return wrapper(channel_class())
 
     return build
+
+
+def _negotiating(wrapper: type, http2: Callable[[Any], Any]) -> type:
+    class Negotiating(wrapper):  # type: ignore[misc]
+        def dataReceived(self, data: bytes) -> None:
+            # Twisted's switch (the wrapper's dataReceived), to a connection
+            # of ours: the channel stops producing for the transport and
+            # its timer, and the new connection takes the transport over.
+            channel: Any = self._channel  # type: ignore[has-type]
+            if self._negotiatedProtocol is None and (  # type: ignore[has-type]
+                getattr(channel.transport, "negotiatedProtocol", None) == b"h2"
+            ):
+                self._negotiatedProtocol = b"h2"
+                producer = channel._networkProducer
+                producer.unregisterProducer()
+                channel.setTimeout(None)
+                transport = channel.transport
+                new = self._channel = http2(channel)
+                new.requestFactory = self._requestFactory
+                new.site = self._site
+                new.factory = self._factory
+                new.timeOut = self._timeOut
+                if self._callLater is not None:
+                    new.callLater = self._callLater
+                new.makeConnection(transport)
+                producer.registerProducer(new, True)
+            super().dataReceived(data)
+
+    return Negotiating
 
 
 def _descriptors_passed_on(wrapper: type) -> type:

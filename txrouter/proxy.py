@@ -49,6 +49,7 @@ from txrouter.forwarding import (
 )
 from txrouter.http1client import HTTP1Connection
 from txrouter.proxyclient import ProxyClient
+from txrouter.site import abort
 from txrouter.tunnel import Tunnel, Tunnels
 from txrouter.upstream import Upstream, UpstreamGroup
 
@@ -581,7 +582,7 @@ class _Exchange:
         self._warn(upstream, "{route}: upstream {upstream} failed: {why}", why=why)
         if self.started:
             # The client must not wait for bytes that will never come.
-            request.transport.abortConnection()
+            abort(request)
         else:
             error_page(request, 502)
 

@@ -257,6 +257,11 @@ _LISTENER = {
                     "certificates: may be left out. Needs acme: at the top level.",
                     "type": "boolean",
                 },
+                "http2": {
+                    "description": "Offer HTTP/2 over ALPN (clients that do "
+                    "not ask for it get HTTP/1.1). Default: true.",
+                    "type": "boolean",
+                },
             },
             "additionalProperties": False,
         },
@@ -359,6 +364,8 @@ _LIMITS: dict[str, str] = {
     "max_headers": "The most header fields in one request (431).",
     "max_body": "The largest request body (413); a route may set its own.",
     "max_connections": "Open connections per listen entry; more are closed at once.",
+    "max_streams": "Concurrent streams of one HTTP/2 connection (advertised; "
+    "a client that opens more is closed).",
 }
 
 _APP_OPTIONS: dict[str, dict[str, Any]] = {

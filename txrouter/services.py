@@ -186,6 +186,7 @@ class ListenerService(StreamServerEndpointService):
                 description,
                 tls=tls is not None,
                 https_redirect=spec.https_redirect if spec is not None else None,
+                http2=tls is not None and tls.http2,
             )
         #: The certificates of a TLS listener, which a reload may replace.
         self.certificates: CertificateStore | None = None
@@ -205,8 +206,9 @@ class ListenerService(StreamServerEndpointService):
     def update(self, spec: Listener) -> None:
         """
         Take on a reload's C{listen:} entry for this endpoint: its
-        certificates for the handshakes that follow, its HTTPS redirect for
-        the requests that follow (adding or removing TLS needs a new port).
+        certificates and HTTP/2 for the handshakes that follow, its HTTPS
+        redirect for the requests that follow (adding or removing TLS needs
+        a new port).
         """
         if self.certificates is not None and spec.tls is not None:
             self.certificates.acme = spec.tls.acme
@@ -214,6 +216,7 @@ class ListenerService(StreamServerEndpointService):
             self._follow_acme()
         if self._listener is not None:
             self._listener.https_redirect = spec.https_redirect
+            self._listener.http2 = spec.tls is not None and spec.tls.http2
 
     def startService(self) -> None:
         super().startService()

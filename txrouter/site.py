@@ -46,6 +46,7 @@ from zope.interface import implementer
 from txrouter.channel import RouterChannel
 from txrouter.edge import BadRequest, check_headers, request_target
 from txrouter.endpointstrings import split_endpoint
+from txrouter.http2 import take_over
 from txrouter.limits import Limits
 from txrouter.privatetwisted import http_channel_of, http_protocol_factory
 from txrouter.routestats import RouteStats
@@ -55,7 +56,13 @@ if TYPE_CHECKING:
     from txrouter.forwarding import TrustedProxies
     from txrouter.upstream import Upstream
 
-__all__ = ["KEEPALIVE_GRACE", "ListenerFactory", "RouterRequest", "RouterSite"]
+__all__ = [
+    "KEEPALIVE_GRACE",
+    "ListenerFactory",
+    "RouterRequest",
+    "RouterSite",
+    "abort",
+]
 
 #: Seconds between two looks at the connections' deadlines: a late head or
 #: body is refused at most this much after its deadline.
@@ -249,11 +256,28 @@ class RouterRequest(Request):
     def isSecure(self) -> bool:
         # Twisted adapts the transport to ISSLTransport, which for a plain
         # TCP connection walks the adapter registry on every call; TLS
-        # transports provide the interface directly.
+        # transports provide the interface directly. An HTTP/2 stream has
+        # no transport, and only TLS listeners speak HTTP/2.
         if self._forceSSL:
             return True
         channel = getattr(self, "channel", None)  # gone once finished
-        return channel is not None and ISSLTransport.providedBy(channel.transport)
+        if channel is None:
+            return False
+        transport = channel.transport
+        return transport is None or ISSLTransport.providedBy(transport)
+
+
+def abort(request: Request) -> None:
+    """
+    Abort what carries C{request}: its connection, or, for an HTTP/2
+    stream, the stream (C{RST_STREAM}); the connection's other streams
+    go on.
+    """
+    channel = getattr(request, "channel", None)
+    if channel is None:
+        return  # finished, or gone already
+    carrier = channel.transport if channel.transport is not None else channel
+    carrier.abortConnection()
 
 
 class RouterSite(Site):
@@ -306,7 +330,11 @@ class RouterSite(Site):
         self._channels: WeakSet[Any] = WeakSet()
 
     def listener(
-        self, name: str, tls: bool = False, https_redirect: int | None = None
+        self,
+        name: str,
+        tls: bool = False,
+        https_redirect: int | None = None,
+        http2: bool = False,
     ) -> ListenerFactory:
         """
         The factory for one listening port, named by its endpoint string:
@@ -315,9 +343,11 @@ class RouterSite(Site):
         @param tls: the router wraps the port's connections in TLS.
         @param https_redirect: the HTTPS port the port's requests are
             redirected to, if they are.
+        @param http2: the port's TLS offers HTTP/2 over ALPN.
         """
         listener = ListenerFactory(self, name, _takes_none(name) and not tls)
         listener.https_redirect = https_redirect
+        listener.http2 = http2
         self._listeners.add(listener)
         return listener
 
@@ -411,7 +441,17 @@ class RouterSite(Site):
         self.limits = limits
         self.timeOut = limits.keepalive_timeout
         channel = type("Channel", (RouterChannel,), {"limits": limits})
-        self.protocol = http_protocol_factory(channel)  # type: ignore[method-assign]
+        self.protocol = http_protocol_factory(  # type: ignore[method-assign]
+            channel, http2=take_over
+        )
+
+    def connection_replaced(self, old: Any, new: Any) -> None:
+        """
+        The connection of channel C{old} goes on with C{new} (HTTP/2,
+        chosen over ALPN): C{new}'s deadlines are swept from now on.
+        """
+        self._channels.discard(old)
+        self._channels.add(new)
 
     def max_body_for(self, host: bytes, target: bytes) -> int:
         """
@@ -439,10 +479,16 @@ class RouterSite(Site):
         received, none being answered) and is not a tunnel.
         """
         for channel in list(self._channels):
+            close = getattr(channel, "close_if_idle", None)
+            if close is not None:
+                close()  # HTTP/2: GOAWAY, then closed once answered
+                continue
             transport = getattr(channel, "transport", None)
             tunnelled = getattr(channel, "tunnelled", False)
             if not channel.requests and transport is not None and not tunnelled:
-                transport.loseConnection()
+                # The channel's: it stops producing for the transport, which
+                # a TLS transport waits for before it closes.
+                channel.loseConnection()
 
     def configure_access_log(self, format: str, trusted: TrustedProxies) -> None:
         """
@@ -549,9 +595,7 @@ class RouterSite(Site):
                 uris=", ".join(sorted(r.uri.decode("latin-1") for r in self.in_flight)),
             )
         for request in list(self.in_flight):
-            transport = request.channel.transport if request.channel else None
-            if transport is not None:
-                transport.abortConnection()  # type: ignore[attr-defined]
+            abort(request)
         if self.tunnels:
             self._log.info(
                 "drain_timeout reached: closing {count} tunnel(s)",
@@ -581,6 +625,8 @@ class ListenerFactory:
     @ivar refused: connections refused at C{max_connections} on this port.
     @ivar https_redirect: the HTTPS port every request on this port is
         redirected to (301), if any.
+    @ivar http2: the port's TLS offers HTTP/2 over ALPN
+        (L{txrouter.http2}).
     @ivar proxy_peers: for a port that takes the client's address from a
         PROXY header (C{haproxy:} over TCP), the addresses allowed to send
         one (a live view of C{trusted_proxies}); a connection from any other
@@ -592,6 +638,7 @@ class ListenerFactory:
     __slots__ = (
         "__weakref__",
         "_untrusted_noted",
+        "http2",
         "https_redirect",
         "name",
         "open",
@@ -608,6 +655,7 @@ class ListenerFactory:
         self.name = name
         self.plain = plain
         self.https_redirect: int | None = None
+        self.http2 = False
         self.port: Any = None
         self.open = 0
         self.refused = 0
@@ -648,9 +696,10 @@ class ListenerFactory:
         )
 
     def acceptableProtocols(self) -> list[bytes]:
-        # What a TLS listener offers over ALPN: a client that offers only
-        # protocols it does not speak gets no connection.
-        return [b"http/1.1"]
+        # What a TLS listener offers over ALPN, preferred first (asked at
+        # each handshake: a reload may turn HTTP/2 off): a client that
+        # offers only protocols it does not speak gets no connection.
+        return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
 
     def doStart(self) -> None:
         self.site.doStart()

@@ -409,9 +409,10 @@ def _environ(request: Any) -> dict[str, Any]:
     The environ of C{request}: the keys and values of Twisted's
     C{_WSGIResponse} (PEP 3333's native strings, ISO-8859-1), except that
     C{CONTENT_TYPE} and C{CONTENT_LENGTH} are not also C{HTTP_*} keys
-    (C{wsgiref.validate} refuses them), a body that came chunked is
-    described by its length (the way a worker sees it, since the proxy
-    engine re-frames it with C{Content-Length}), and C{SERVER_SOFTWARE},
+    (C{wsgiref.validate} refuses them), a body that came chunked (or in
+    HTTP/2 frames, without C{Content-Length}) is described by its length
+    (the way a worker sees it, since the proxy engine re-frames it with
+    C{Content-Length}), and C{SERVER_SOFTWARE},
     C{wsgi.input_terminated} and C{wsgi.file_wrapper} are set.
     """
     peer = request.getClientAddress()
@@ -451,7 +452,8 @@ def _environ(request: Any) -> dict[str, Any]:
             value = ",".join(v.decode("latin-1") for v in values)
             environ[key] = value.replace("\n", " ")
     content = request.content
-    if chunked:
+    if chunked or (not content_length and getattr(request, "body_length", 0)):
+        # HTTP/2 frames a body without Content-Length as well.
         content.seek(0, 2)
         environ["CONTENT_LENGTH"] = str(content.tell())
         content.seek(0)
