@@ -27,10 +27,11 @@ import h2.errors
 import h2.events
 import h2.settings
 import pytest
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame, RstStreamFrame
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.certs import Authority
-from tests.support import APPS, Txrouter, free_port, wait_until
+from tests.support import APPS, Txrouter, free_port, request, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -208,7 +209,13 @@ class HTTP2Tests(SynchronousTestCase):
         )
         try:
             router.start()
+            wait_until(
+                lambda: request(router.port, "GET", "/worker/environ")[0] == 200,
+                "the worker",
+                60,
+            )
         except BaseException:
+            router.stop()
             shutil.rmtree(cls.folder, True)
             raise
 
@@ -561,6 +568,14 @@ routes:
         )
         self.addCleanup(lambda: curl.poll() is None and curl.kill())
         wait_until((gate / "started").exists, "curl's request to start")
+        # A third, read frame by frame: the h2 package takes no frame after
+        # a GOAWAY, so it could not show what the router does then.
+        busy = H2Client(tls_port, authority.path)
+        self.addCleanup(busy.close)
+        other = folder / "other"
+        other.mkdir()
+        held = busy.send(f"/app/gate?gate={other}")
+        wait_until((other / "started").exists, "the third request to start")
         assert router.pid is not None
         os.kill(router.pid, signal.SIGTERM)
         client.read_until(lambda: client.goaway() is not None)
@@ -569,8 +584,55 @@ routes:
         self.assertEqual(goaway.last_stream_id, first)
         client.read_until(lambda: False, 15)  # closed: it has no stream
         self.assertTrue(client.closed)
+        frames = _frames(busy, lambda f: isinstance(f, GoAwayFrame))
+        self.assertEqual(frames[-1].last_stream_id, held)
+        late = busy.send("/app/environ")
+        frames = _frames(busy, lambda f: isinstance(f, RstStreamFrame))
+        self.assertEqual(
+            (frames[-1].stream_id, frames[-1].error_code),
+            (late, h2.errors.ErrorCodes.REFUSED_STREAM),
+        )
         (gate / "release").touch()
+        (other / "release").touch()
         out, err = curl.communicate(timeout=30)
         self.assertEqual((curl.returncode, out), (0, "released 2 200"), err)
+        frames = _frames(busy, lambda f: "END_STREAM" in f.flags)
+        body = b"".join(f.data for f in frames if isinstance(f, DataFrame))
+        self.assertEqual((frames[-1].stream_id, body), (held, b"released"))
+        _frames(busy, lambda f: False)  # then closed
         wait_until(lambda: not router.alive(), "the router to exit")
         self.assertNotIn("Traceback", router.log())
+
+
+def _frames(client: H2Client, last: Callable[[Any], bool]) -> list[Any]:
+    """
+    Read C{client}'s connection frame by frame (its C{h2} state left
+    behind) up to the first frame for which C{last} is true, or until it
+    closes.
+    """
+    frames: list[Any] = []
+    buffer = b""
+    deadline = time.monotonic() + 15
+    while not frames or not last(frames[-1]):
+        while len(buffer) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(buffer[:9]))
+            if len(buffer) < 9 + length:
+                break
+            frame.parse_body(memoryview(buffer[9 : 9 + length]))
+            buffer = buffer[9 + length :]
+            frames.append(frame)
+            if last(frame):
+                return frames
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; frames so far: {frames}")
+        client.sock.settimeout(1)
+        try:
+            data = client.sock.recv(65536)
+        except TimeoutError:
+            continue
+        except (ssl.SSLError, ConnectionResetError):
+            data = b""
+        if not data:
+            return frames
+        buffer += data
+    return frames

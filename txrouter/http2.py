@@ -377,7 +377,7 @@ class RouterH2Connection(H2Connection):
         # closes only once its producer is unregistered: Twisted's closes
         # (a GOAWAY for a protocol error or a reset flood, the idle timeout)
         # would wait for abortTimeout.
-        transport = self.transport
+        transport: Any = self.transport
         if transport is not None and getattr(transport, "disconnecting", False):
             transport.unregisterProducer()
 

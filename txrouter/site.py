@@ -257,14 +257,17 @@ class RouterRequest(Request):
         # Twisted adapts the transport to ISSLTransport, which for a plain
         # TCP connection walks the adapter registry on every call; TLS
         # transports provide the interface directly. An HTTP/2 stream has
-        # no transport, and only TLS listeners speak HTTP/2.
+        # no transport: it tells.
         if self._forceSSL:
             return True
         channel = getattr(self, "channel", None)  # gone once finished
         if channel is None:
             return False
         transport = channel.transport
-        return transport is None or ISSLTransport.providedBy(transport)
+        if transport is None:
+            secure = getattr(channel, "isSecure", None)
+            return secure is not None and bool(secure())
+        return ISSLTransport.providedBy(transport)
 
 
 def abort(request: Request) -> None:
