@@ -136,8 +136,12 @@ def _read(cert_path: Path, key_path: Path | None) -> Certificate:
 
 def _serve(chain: Sequence[x509.Certificate], key: Any, source: str) -> Certificate:
     leaf = chain[0]
-    # Twisted's settings (ciphers, curves, options), then the certificate.
-    context = CertificateOptions(raiseMinimumTo=TLSVersion.TLSv1_2).getContext()
+    # Twisted's settings (ciphers, curves, options), with session tickets
+    # (a returning client resumes its session rather than make a full
+    # handshake, as nginx's default lets it), then the certificate.
+    context = CertificateOptions(
+        raiseMinimumTo=TLSVersion.TLSv1_2, enableSessionTickets=True
+    ).getContext()
     try:
         context.use_certificate(leaf)
         for extra in chain[1:]:

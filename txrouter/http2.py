@@ -52,6 +52,7 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -278,6 +279,20 @@ class RouterH2Connection(H2Connection):
             },
         )
         self.conn.decoder.max_header_list_size = listed
+
+    def connectionMade(self) -> None:
+        # Frames go out as they are ready (a response's HEADERS, then its
+        # DATA): without TCP_NODELAY under TLS, Nagle's algorithm holds
+        # each small write behind the client's delayed ACK. Twisted sets it
+        # only on a TCP transport it is given directly.
+        transport: Any = self.transport
+        for _ in range(4):  # TLS, then the PROXY protocol's wrapper, if any
+            if transport is None or ITCPTransport.providedBy(transport):
+                break
+            transport = getattr(transport, "transport", None)
+        if transport is not None and ITCPTransport.providedBy(transport):
+            transport.setTcpNoDelay(True)
+        super().connectionMade()
 
     def max_body_for(self, host: bytes, target: bytes) -> int:
         return int(self.site.max_body_for(host, target))

@@ -488,7 +488,12 @@ class RouterSite(Site):
                 continue
             transport = getattr(channel, "transport", None)
             tunnelled = getattr(channel, "tunnelled", False)
-            if not channel.requests and transport is not None and not tunnelled:
+            if (
+                not channel.requests
+                and transport is not None
+                and not tunnelled
+                and not getattr(transport, "disconnecting", False)
+            ):
                 # The channel's: it stops producing for the transport, which
                 # a TLS transport waits for before it closes.
                 channel.loseConnection()
