@@ -124,6 +124,30 @@ def listen_address(description: str) -> ListenAddress:
     return ListenAddress(kind, repr((args[1:], sorted(named.items()))))
 
 
+def sets_backlog(description: str) -> bool:
+    """
+    Whether a TCP or UNIX server endpoint string (inside C{haproxy:}
+    wrappers) sets its listen backlog.
+
+        >>> sets_backlog("tcp:8080:backlog=1024"), sets_backlog("tcp:8080")
+        (True, False)
+    """
+    try:
+        args, named = split_endpoint(description)
+    except ValueError:
+        return False
+    while args and args[0].lower() == "haproxy":
+        args = args[1:]
+    kind = args[0].lower() if args else ""
+    if kind in _TCP_PARAMETERS:
+        parameters = _TCP_PARAMETERS[kind][0]
+    elif kind == "unix":
+        parameters = _UNIX_PARAMETERS
+    else:
+        return False
+    return "backlog" in _bind(parameters, args[1:], named)
+
+
 def _bind(
     parameters: tuple[str, ...], args: list[str], named: dict[str, str]
 ) -> dict[str, str]:

@@ -27,8 +27,13 @@ The private parts of Twisted that an upgrade needs, in one place:
     chooses HTTP/2, switches to an HTTP/2 connection of ours, as the
     wrapper switches to Twisted's.
 
-C{tests/test_upgrade.py} and C{tests/test_site.py} fail loudly if Twisted
-changes any of these.
+  - the listen backlog of a TCP or UNIX server endpoint that Twisted's
+    parser made (L{set_backlog}): its default, 50, is what the endpoint
+    string did not say.
+
+C{tests/test_upgrade.py}, C{tests/test_site.py} and
+C{tests/test_serverendpoints.py} fail loudly if Twisted changes any of
+these.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ __all__ = [
     "http_channel_of",
     "http_protocol_factory",
     "keep_socket_files",
+    "set_backlog",
     "twistd_options",
 ]
 
@@ -90,6 +96,19 @@ def keep_socket_files(port: Any) -> None:
     """
     port._bindPath = "\0"
     port.lockFile = None
+
+
+def set_backlog(endpoint: Any, backlog: int) -> bool:
+    """
+    Set the listen backlog of a TCP or UNIX server endpoint (inside a
+    C{haproxy:} wrapper) before it listens; L{False} for endpoints that
+    have none (a C{systemd:} socket is already listening).
+    """
+    inner = getattr(endpoint, "_wrappedEndpoint", endpoint)
+    if not hasattr(inner, "_backlog"):
+        return False
+    inner._backlog = backlog
+    return True
 
 
 def http_channel_of(protocol: Any) -> Any:

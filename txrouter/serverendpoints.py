@@ -21,21 +21,33 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from zope.interface import implementer
 
-from txrouter.endpointstrings import listen_address
+from txrouter.endpointstrings import listen_address, sets_backlog
+from txrouter.privatetwisted import set_backlog
 
-__all__ = ["server_endpoint"]
+__all__ = ["LISTEN_BACKLOG", "server_endpoint"]
+
+
+#: The listen backlog of a TCP or UNIX listener whose string sets none:
+#: nginx's default (Twisted's, 50, drops the SYNs of a burst of new
+#: connections that arrive while the router is busy, and their clients
+#: wait a second to try again). Linux caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 511
 
 
 def server_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     """
-    The endpoint C{description} names (nothing listens yet).
+    The endpoint C{description} names (nothing listens yet), with a
+    backlog of L{LISTEN_BACKLOG} unless it sets its own.
     """
     try:
-        return serverFromString(reactor, description)  # type: ignore[no-any-return]
+        endpoint = serverFromString(reactor, description)
     except (IndexError, KeyError):
         if listen_address(description).family != "systemd":
             raise
         return _NotPassed(description)
+    if not sets_backlog(description):
+        set_backlog(endpoint, LISTEN_BACKLOG)
+    return endpoint  # type: ignore[no-any-return]
 
 
 @implementer(IStreamServerEndpoint)
