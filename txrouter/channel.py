@@ -634,6 +634,18 @@ class RouterChannel(HTTPChannel):
             self.resetTimeout()
         super().resumeProducing()
 
+    # -- addresses
+
+    _host: Any = None
+
+    def getHost(self) -> Any:
+        # Twisted asks at every request; a connection's own address does
+        # not change, and each ask is a getsockname() system call.
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()
+        return host
+
     # -- keep-alive
 
     def timeoutConnection(self) -> None:

@@ -40,11 +40,13 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from twisted.application.app import ServerOptions
 
 __all__ = [
+    "eager_writes",
     "forget_pidfile",
     "hand_over_port",
     "http_channel_of",
@@ -109,6 +111,81 @@ def set_backlog(endpoint: Any, backlog: int) -> bool:
         return False
     inner._backlog = backlog
     return True
+
+
+def eager_writes(port: Any) -> bool:
+    """
+    Make the connections a TCP port accepts from now on send what they
+    are given once per pass of the reactor, rather than first ask epoll
+    whether they may (L{_EagerServer}); L{False} for other ports.
+    """
+    from twisted.internet import tcp
+
+    if not isinstance(port, tcp.Port) or port.transport is not tcp.Server:
+        return False
+    port.transport = _eager_server()
+    return True
+
+
+@lru_cache(maxsize=1)
+def _eager_server() -> type:
+    from twisted.internet import tcp
+
+    class _EagerServer(tcp.Server):  # type: ignore[misc]
+        """
+        A TCP connection whose writes go out at the end of the reactor's
+        pass, in one C{send()} for all that was written in it (a response's
+        head and body), without the two C{epoll_ctl()} calls and the extra
+        pass Twisted takes to be told the socket is writable, which it
+        almost always is. Only what the socket does not take waits for
+        epoll, as in Twisted. The sending is Twisted's own C{doWrite}, with
+        its handling of producers, closes and errors.
+        """
+
+        # Whether epoll watches it for writing (what the socket did not take).
+        _watched = False
+        _queued = False
+
+        def startWriting(self) -> None:
+            if self._watched or self._queued:
+                return
+            self._queued = True
+            _queue_flush(self)
+
+        def stopWriting(self) -> None:
+            self._watched = False
+            super().stopWriting()
+
+        def flush_now(self) -> None:
+            self._queued = False
+            if not self.connected or getattr(self, "_aborting", False):
+                return
+            why = self.doWrite()
+            if why:
+                self.reactor._disconnectSelectable(self, why, False)
+            elif self.dataBuffer or self._tempDataBuffer:
+                self._watched = True
+                tcp.Server.startWriting(self)
+
+    return _EagerServer
+
+
+_flushing: list[Any] = []
+
+
+def _queue_flush(transport: Any) -> None:
+    # One call at the end of the pass flushes every connection written to
+    # in it.
+    if not _flushing:
+        transport.reactor.callLater(0, _flush)
+    _flushing.append(transport)
+
+
+def _flush() -> None:
+    transports = _flushing[:]
+    del _flushing[:]
+    for transport in transports:
+        transport.flush_now()
 
 
 def http_channel_of(protocol: Any) -> Any:

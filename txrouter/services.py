@@ -26,7 +26,7 @@ from zope.interface import implementer
 from txrouter.certificates import CertificateStore
 from txrouter.errors import ListenError
 from txrouter.openfiles import raise_open_files_limit
-from txrouter.privatetwisted import keep_socket_files
+from txrouter.privatetwisted import eager_writes, keep_socket_files
 from txrouter.privileges import drop_target, give_to_runner
 from txrouter.proxyprotocol import LiveTrustedProxies, proxy_header_from_network
 from txrouter.site import ListenerFactory, RouterSite
@@ -306,6 +306,7 @@ class _Remembering:
     def listen(self, factory: Any) -> Deferred[Any]:
         def keep(port: Any) -> Any:
             self._service.port = port
+            eager_writes(port)
             if isinstance(factory, ListenerFactory):
                 factory.port = port
             return port
