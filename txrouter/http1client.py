@@ -49,6 +49,8 @@ from twisted.internet.task import LoopingCall
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 
+from txrouter.privatetwisted import eager_connection
+
 __all__ = ["ConnectionPool", "HTTP1Connection", "ResponseReceiver"]
 
 # A head may hold no control character but HTAB, and CR only before LF:
@@ -216,6 +218,8 @@ class HTTP1Connection(Protocol):
         # tunnelled message, is not held back waiting for an ACK.
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
+        # A request's head goes out at the end of the pass, in one send().
+        eager_connection(self.transport)
 
     # -- sending
 

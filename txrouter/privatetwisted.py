@@ -40,12 +40,14 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from twisted.application.app import ServerOptions
+from twisted.internet.abstract import FileDescriptor
 
 __all__ = [
+    "eager_connection",
     "eager_writes",
     "forget_pidfile",
     "hand_over_port",
@@ -117,57 +119,72 @@ def eager_writes(port: Any) -> bool:
     """
     Make the connections a TCP port accepts from now on send what they
     are given once per pass of the reactor, rather than first ask epoll
-    whether they may (L{_EagerServer}); L{False} for other ports.
+    whether they may (L{_EagerWrites}); L{False} for other ports.
     """
     from twisted.internet import tcp
 
     if not isinstance(port, tcp.Port) or port.transport is not tcp.Server:
         return False
-    port.transport = _eager_server()
+    port.transport = _eager(tcp.Server)  # type: ignore[assignment]
     return True
 
 
-@lru_cache(maxsize=1)
-def _eager_server() -> type:
+def eager_connection(transport: Any) -> bool:
+    """
+    Make a TCP connection this process made (an upstream's) send as
+    L{eager_writes} makes accepted ones send; L{False} for other
+    transports.
+    """
     from twisted.internet import tcp
 
-    class _EagerServer(tcp.Server):  # type: ignore[misc]
-        """
-        A TCP connection whose writes go out at the end of the reactor's
-        pass, in one C{send()} for all that was written in it (a response's
-        head and body), without the two C{epoll_ctl()} calls and the extra
-        pass Twisted takes to be told the socket is writable, which it
-        almost always is. Only what the socket does not take waits for
-        epoll, as in Twisted. The sending is Twisted's own C{doWrite}, with
-        its handling of producers, closes and errors.
-        """
+    if type(transport) is not tcp.Client:
+        return False
+    transport.__class__ = _eager(tcp.Client)
+    return True
 
-        # Whether epoll watches it for writing (what the socket did not take).
-        _watched = False
-        _queued = False
 
-        def startWriting(self) -> None:
-            if self._watched or self._queued:
-                return
-            self._queued = True
-            _queue_flush(self)
+class _EagerWrites:
+    """
+    A TCP connection whose writes go out at the end of the reactor's
+    pass, in one C{send()} for all that was written in it (a response's
+    head and body), without the two C{epoll_ctl()} calls and the extra pass
+    Twisted takes to be told that the socket is writable, which it almost
+    always is. Only what the socket does not take waits for epoll, as in
+    Twisted. The sending is Twisted's own C{doWrite}, with its handling of
+    producers, closes and errors.
+    """
 
-        def stopWriting(self) -> None:
-            self._watched = False
-            super().stopWriting()
+    # Whether epoll watches it for writing (what the socket did not take),
+    # and whether it waits for the end of the pass.
+    _watched = False
+    _queued = False
 
-        def flush_now(self) -> None:
-            self._queued = False
-            if not self.connected or getattr(self, "_aborting", False):
-                return
-            why = self.doWrite()
-            if why:
-                self.reactor._disconnectSelectable(self, why, False)
-            elif self.dataBuffer or self._tempDataBuffer:
-                self._watched = True
-                tcp.Server.startWriting(self)
+    def startWriting(self) -> None:
+        if self._watched or self._queued:
+            return
+        self._queued = True
+        _queue_flush(self)
 
-    return _EagerServer
+    def stopWriting(self) -> None:
+        self._watched = False
+        super().stopWriting()  # type: ignore[misc]
+
+    def flush_now(self) -> None:
+        self._queued = False
+        connection: Any = self
+        if not connection.connected or getattr(connection, "_aborting", False):
+            return
+        why = connection.doWrite()
+        if why:
+            connection.reactor._disconnectSelectable(connection, why, False)
+        elif connection.dataBuffer or connection._tempDataBuffer:
+            self._watched = True
+            FileDescriptor.startWriting(connection)
+
+
+@cache
+def _eager(base: type) -> type:
+    return type(f"Eager{base.__name__}", (_EagerWrites, base), {})
 
 
 _flushing: list[Any] = []
