@@ -8,15 +8,18 @@ waits for epoll as in Twisted; closes and aborts behave as Twisted's.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IFileDescriptorReceiver
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from txrouter.privatetwisted import eager_connection, eager_writes
 
@@ -144,3 +147,56 @@ class EagerWritesTests(TestCase):
         self.assertNotIn(client.transport, self.watched)
         client.transport.loseConnection()
         yield server.lost
+
+
+class EagerUNIXTests(TestCase):
+    @inlineCallbacks
+    def test_unix(self) -> Any:
+        """
+        Over a UNIX socket, both ends send eagerly, and a file descriptor
+        passed goes with the bytes written after it.
+        """
+        accepted: list[_Collecting] = []
+
+        @implementer(IFileDescriptorReceiver)
+        class Receiving(_Collecting):
+            def __init__(self) -> None:
+                super().__init__()
+                self.descriptors: list[int] = []
+
+            def fileDescriptorReceived(self, descriptor: int) -> None:
+                self.descriptors.append(descriptor)
+
+        def build(addr: Any) -> _Collecting:
+            protocol = Receiving()
+            accepted.append(protocol)
+            return protocol
+
+        factory = Factory()
+        factory.buildProtocol = build  # type: ignore[method-assign]
+        path = self.mktemp()
+        port = reactor.listenUNIX(path, factory)  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        self.assertTrue(eager_writes(port))
+        client = _Collecting()
+        connecting = ClientFactory()
+        connecting.buildProtocol = lambda addr: client  # type: ignore[method-assign]
+        reactor.connectUNIX(path, connecting)  # type: ignore[attr-defined]
+        yield client.made
+        self.assertTrue(eager_connection(client.transport))
+        read, write = os.pipe()
+        self.addCleanup(os.close, read)
+        self.addCleanup(os.close, write)
+        client.transport.sendFileDescriptor(read)
+        client.transport.write(b"with a descriptor")
+        while not accepted or accepted[0].data != b"with a descriptor":
+            yield deferLater(reactor, 0.01, lambda: None)
+        server = accepted[0]
+        [received] = server.descriptors  # type: ignore[attr-defined]
+        self.addCleanup(os.close, received)
+        os.write(write, b"!")
+        self.assertEqual(os.read(received, 1), b"!")
+        server.transport.write(b"answer")
+        server.transport.loseConnection()
+        yield client.lost
+        self.assertEqual(client.data, b"answer")

@@ -117,29 +117,31 @@ def set_backlog(endpoint: Any, backlog: int) -> bool:
 
 def eager_writes(port: Any) -> bool:
     """
-    Make the connections a TCP port accepts from now on send what they
-    are given once per pass of the reactor, rather than first ask epoll
-    whether they may (L{_EagerWrites}); L{False} for other ports.
+    Make the connections a TCP or UNIX port accepts from now on send what
+    they are given once per pass of the reactor, rather than first ask
+    epoll whether they may (L{_EagerWrites}); L{False} for other ports.
     """
-    from twisted.internet import tcp
+    from twisted.internet import tcp, unix
 
-    if not isinstance(port, tcp.Port) or port.transport is not tcp.Server:
+    transport = getattr(port, "transport", None)
+    if not isinstance(port, tcp.Port) or transport not in (tcp.Server, unix.Server):
         return False
-    port.transport = _eager(tcp.Server)  # type: ignore[assignment]
+    port.transport = _eager(transport)  # type: ignore[assignment]
     return True
 
 
 def eager_connection(transport: Any) -> bool:
     """
-    Make a TCP connection this process made (an upstream's) send as
-    L{eager_writes} makes accepted ones send; L{False} for other
-    transports.
+    Make a TCP or UNIX connection this process made (an upstream's, a
+    worker's) send as L{eager_writes} makes accepted ones send; L{False}
+    for other transports.
     """
-    from twisted.internet import tcp
+    from twisted.internet import tcp, unix
 
-    if type(transport) is not tcp.Client:
+    kind: type = type(transport)
+    if kind is not tcp.Client and kind is not unix.Client:
         return False
-    transport.__class__ = _eager(tcp.Client)
+    transport.__class__ = _eager(kind)
     return True
 
 
