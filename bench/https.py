@@ -27,39 +27,20 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from listening import free_port, wait_listening  # noqa: E402 (beside this script)
+
 from tests.certs import Authority  # noqa: E402
 
 SERVER_CPU, CLIENT_CPU = "0", "1"
 NAME = "bench.test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"a server exited at start ({process.args})")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def _pinned(cpu: str, argv: list[str]) -> list[str]:
@@ -96,7 +77,7 @@ def _nginx(folder: Path, port: int, pem: Path, files: Path) -> list[str]:
 
 
 def _txrouter(folder: Path, port: int, files: Path) -> list[str]:
-    plain = _free_port()
+    plain = free_port()
     (folder / "routes.yaml").write_text(
         f"listen:\n  - tcp:{plain}:interface=127.0.0.1\n"
         f"  - endpoint: tcp:{port}:interface=127.0.0.1\n"
@@ -211,7 +192,7 @@ def main() -> None:
             # Alternate which server goes first, round by round.
             order = ["nginx", "txrouter"] if n % 2 else ["txrouter", "nginx"]
             for server in order:
-                port = _free_port()
+                port = free_port()
                 where = folder / server
                 where.mkdir(exist_ok=True)
                 if server == "nginx":
@@ -229,7 +210,7 @@ def main() -> None:
                     stderr=subprocess.DEVNULL,
                 )
                 try:
-                    _wait_listening(port, process)
+                    wait_listening(port, process)
                     rows[server] = measure(
                         f"https://127.0.0.1:{port}/1k.bin", args.duration
                     )

@@ -24,36 +24,17 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from listening import free_port, wait_listening  # beside this script
 from websockets.asyncio.client import connect
 
 REPO = Path(__file__).resolve().parent.parent
 UPSTREAM = REPO / "tests" / "apps" / "wsupstream.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"a server exited at start ({process.args})")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 async def _echoes(url: str, connections: int, size: int, duration: float) -> float:
@@ -85,7 +66,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100)
     args = parser.parse_args()
 
-    up_port, router_port = _free_port(), _free_port()
+    up_port, router_port = free_port(), free_port()
     upstream = subprocess.Popen([sys.executable, str(UPSTREAM), str(up_port)])
     folder = Path(tempfile.mkdtemp(prefix="txrouter-bench-ws-"))
     (folder / "routes.yaml").write_text(
@@ -100,8 +81,8 @@ def main() -> None:
         env=env,
     )
     try:
-        _wait_listening(up_port, upstream)
-        _wait_listening(router_port, router)
+        wait_listening(up_port, upstream)
+        wait_listening(router_port, router)
         direct = f"ws://127.0.0.1:{up_port}/echo"
         tunnel = f"ws://127.0.0.1:{router_port}/ws/echo"
         print(

@@ -121,13 +121,9 @@ class H2Client:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"timed out; events so far: {self.events}")
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
+            data = self.recv(left)
+            if data is None:
                 continue
-            except (ssl.SSLError, ConnectionResetError):
-                data = b""
             if not data:
                 self.closed = True
                 break
@@ -139,6 +135,19 @@ class H2Client:
                     )
             self.events.extend(events)
             self.flush()
+
+    def recv(self, timeout: float) -> bytes | None:
+        """
+        What the socket has within C{timeout} seconds: L{None} if nothing,
+        C{b""} once the connection is closed.
+        """
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(65536)
+        except TimeoutError:
+            return None
+        except (ssl.SSLError, ConnectionResetError):
+            return b""
 
     def pump(self, seconds: float = 0.2) -> None:
         """
@@ -625,13 +634,9 @@ def _frames(client: H2Client, last: Callable[[Any], bool]) -> list[Any]:
                 return frames
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out; frames so far: {frames}")
-        client.sock.settimeout(1)
-        try:
-            data = client.sock.recv(65536)
-        except TimeoutError:
+        data = client.recv(1)
+        if data is None:
             continue
-        except (ssl.SSLError, ConnectionResetError):
-            data = b""
         if not data:
             return frames
         buffer += data
