@@ -49,6 +49,7 @@ def main(requests: int) -> None:
     app = WSGIResource(reactor, _Pool(), application)
     site = RouterSite(Router({"": {"/app/": app}}), reactor, access_log=None)
     site.timeOut = None
+    site.counts_routes = False
     site.requestFactory = worker_request_factory(TOKEN)
     site.protocol = http_protocol_factory(WorkerChannel)  # type: ignore[method-assign]
     address = UNIXAddress(b"/run/worker.sock")

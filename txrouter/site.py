@@ -104,6 +104,9 @@ class RouterRequest(Request):
     """
 
     _refused: str | None = None
+    #: Whether the edge's checks were made before this request came (a
+    #: worker's requests come from its router, which made them).
+    checked_before = False
     #: Whether a header name may have "_" (the strict channel tells when not).
     underscored_names = True
     #: What the strict channel parsed of the head (L{txrouter.channel}), and
@@ -125,11 +128,14 @@ class RouterRequest(Request):
     body_length = 0
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        try:
-            path, host = request_target(command, path)
-            check_headers(self.requestHeaders, version, host, self.underscored_names)
-        except BadRequest as e:
-            self._refused = str(e)
+        if not self.checked_before:
+            try:
+                path, host = request_target(command, path)
+                check_headers(
+                    self.requestHeaders, version, host, self.underscored_names
+                )
+            except BadRequest as e:
+                self._refused = str(e)
         if not self.requestHeaders.hasHeader(b"host"):
             # HTTP/1.0 without Host: name the address the request came to,
             # as Twisted does for an in-process app, so that a worker or an
@@ -298,6 +304,9 @@ class RouterSite(Site):
     #: The ACME HTTP-01 challenges being answered (key authorizations by
     #: token; L{txrouter.acmeservice}), or L{None} without C{acme:}.
     acme_challenges: Mapping[bytes, bytes] | None = None
+    #: Whether requests are added to their route's counters (a worker's
+    #: are counted by its router, which reports them).
+    counts_routes = True
     _log = Logger()
 
     def __init__(
@@ -536,9 +545,10 @@ class RouterSite(Site):
         started = request.routed_at
         if started is not None:
             request.routed_at = None
-            route = request.route
-            stats = self.unrouted if route is None else route.stats
-            stats.ended(request, self.reactor.seconds() - started)
+            if self.counts_routes:
+                route = request.route
+                stats = self.unrouted if route is None else route.stats
+                stats.ended(request, self.reactor.seconds() - started)
         if self._idle_closing:
             # Its connection falls idle once the response is written.
             self.reactor.callLater(0, self._close_idle)

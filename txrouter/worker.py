@@ -164,6 +164,7 @@ def _build(reactor: Any, args: argparse.Namespace, application: Any) -> Any:
     application = worker_application(application, args.processes > 1)
     root = Router({"": {args.prefix: WSGIResource(reactor, pool, application)}})
     site = RouterSite(root, reactor, access_log=None)
+    site.counts_routes = False  # the router counts the route's requests
     # Only our router connects, and it retires the connections it pools
     # when they have been idle for a while; a worker that closed them first
     # (Twisted's default, after 60 s) could do it just as a request is sent.

@@ -110,6 +110,9 @@ class WorkerRequest(RouterRequest):
     """
 
     token: bytes = b""
+    # The router checked the request at its edge; one without the token is
+    # refused in process().
+    checked_before = True
     # Set from the router's headers in process(); until then (and for a
     # request refused there), the worker's own unknowns.
     _client: Any = IPv4Address("TCP", "0.0.0.0", 0)
