@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -102,6 +103,25 @@ def stop_daemon(
         steps.callback(kill_workers, workers)
         if server is not None:
             steps.callback(server.stop)
+
+
+def program(name: str, package: str, *folders: str) -> str:
+    """
+    The path of the program C{name} (on C{PATH}, else in C{folders}).
+    Without it, the test is skipped with the Debian C{package} to install,
+    except in CI (C{CI} set), where it fails: C{.ci/run} installs every
+    program the end-to-end tests drive, so a missing one there is a broken
+    CI, not a reason to skip.
+    """
+    found = shutil.which(name) or next(
+        (found for f in folders if (found := shutil.which(name, path=f))), None
+    )
+    if found is not None:
+        return found
+    why = f"{name} is not installed (Debian: apt-get install {package})"
+    if os.environ.get("CI"):
+        raise AssertionError(f"{why}; CI must run this test (.ci/run installs it)")
+    raise unittest.SkipTest(why)
 
 
 def free_port() -> int:

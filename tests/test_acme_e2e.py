@@ -29,16 +29,9 @@ from cryptography import x509
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.certs import Authority
-from tests.support import Txrouter, free_port, listening, wait_until
+from tests.support import Txrouter, free_port, listening, program, wait_until
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        shutil.which("pebble") is None or shutil.which("pebble-challtestsrv") is None,
-        reason="Pebble is not installed (Debian package 'pebble': pebble and "
-        "pebble-challtestsrv)",
-    ),
-]
+pytestmark = pytest.mark.e2e
 
 #: The routes file: a plain listener (where Pebble checks the challenges)
 #: and a TLS one with ACME's certificates only. TLS_PORT, DIRECTORY,
@@ -75,6 +68,10 @@ class Pebble:
         @param validity: the lifetime of the certificates it issues, in
             seconds (L{None}: Pebble's default, years).
         """
+        self.programs = (
+            program("pebble-challtestsrv", "pebble"),
+            program("pebble", "pebble"),
+        )
         self.folder = folder
         self.authority = Authority(folder)
         crt, key = self.authority.issue_pair(["127.0.0.1", "localhost"])
@@ -106,7 +103,7 @@ class Pebble:
             self._processes.append(
                 subprocess.Popen(
                     [
-                        "pebble-challtestsrv",
+                        self.programs[0],
                         "-defaultIPv4",
                         "127.0.0.1",
                         "-defaultIPv6",
@@ -137,7 +134,7 @@ class Pebble:
             self._processes.append(
                 subprocess.Popen(
                     [
-                        "pebble",
+                        self.programs[1],
                         "-config",
                         str(self.config),
                         "-dnsserver",

@@ -31,7 +31,7 @@ from hyperframe.frame import DataFrame, Frame, GoAwayFrame, RstStreamFrame
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.certs import Authority
-from tests.support import APPS, Txrouter, free_port, request, wait_until
+from tests.support import APPS, Txrouter, free_port, program, request, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -241,11 +241,9 @@ class HTTP2Tests(SynchronousTestCase):
         return client
 
     def curl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        if shutil.which("curl") is None:
-            raise self.skipTest("curl is not installed")
         return subprocess.run(
             [
-                "curl",
+                program("curl", "curl"),
                 "--silent",
                 "--show-error",
                 "--http2",
@@ -329,14 +327,13 @@ class HTTP2Tests(SynchronousTestCase):
         succeed, from static files and from a worker (multiplexed over the
         proxy engine).
         """
-        if shutil.which("h2load") is None:
-            raise self.skipTest("h2load (Debian's nghttp2-client) is not installed")
+        h2load = program("h2load", "nghttp2-client")
         for path in ("/index.html", "/worker/environ"):
             result = subprocess.run(
                 # h2load resolves no test name: the address, which the
                 # certificate names too.
                 [
-                    "h2load",
+                    h2load,
                     "-n",
                     "2000",
                     "-c",
@@ -555,11 +552,9 @@ routes:
         self.assertEqual(client.response(first)[0], 200)
         gate = folder / "gate"
         gate.mkdir()
-        if shutil.which("curl") is None:
-            raise self.skipTest("curl is not installed")
         curl = subprocess.Popen(
             [
-                "curl",
+                program("curl", "curl"),
                 "--silent",
                 "--show-error",
                 "--http2",

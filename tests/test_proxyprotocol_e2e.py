@@ -33,6 +33,7 @@ from tests.support import (
     free_port,
     kill_workers,
     listening,
+    program,
     request,
     wait_until,
 )
@@ -42,8 +43,6 @@ pytestmark = pytest.mark.e2e
 
 #: The client address HAProxy puts in its PROXY headers.
 CLIENT = "192.0.2.7"
-
-_HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
 
 
 class HAProxy:
@@ -57,7 +56,6 @@ class HAProxy:
         @param backends: the router's port and the C{server} options
             (C{send-proxy-v2}, C{send-proxy}) of each frontend.
         """
-        assert _HAPROXY is not None
         self.ports = [free_port() for _ in backends]
         sections = [
             "global\n    maxconn 200\n",
@@ -80,7 +78,7 @@ class HAProxy:
 
     def start(self) -> HAProxy:
         self._process = subprocess.Popen(
-            [str(_HAPROXY), "-db", "-f", str(self.config)],
+            [_haproxy(), "-db", "-f", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -113,11 +111,8 @@ class HAProxy:
             process.stderr.close()
 
 
-def _skip_without_haproxy() -> None:
-    if _HAPROXY is None:
-        raise pytest.skip.Exception(
-            "haproxy is not installed (Debian: apt-get install haproxy)"
-        )
+def _haproxy() -> str:
+    return program("haproxy", "haproxy", "/usr/sbin")
 
 
 _ROUTES = """\
@@ -152,7 +147,7 @@ class BehindHAProxyTests(SynchronousTestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        _skip_without_haproxy()
+        _haproxy()  # before anything starts
         cls.folder = Path(tempfile.mkdtemp(prefix="txrouter-haproxy-"))
         cls.workers = set()
         with contextlib.ExitStack() as undo:

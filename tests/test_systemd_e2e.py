@@ -24,11 +24,18 @@ from pathlib import Path
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import APPS, REPO, free_port, kill_workers, request, wait_until
+from tests.support import (
+    APPS,
+    REPO,
+    free_port,
+    kill_workers,
+    program,
+    request,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
-_ACTIVATE = shutil.which("systemd-socket-activate")
 _BIN = Path(sys.executable).parent
 
 _ROUTES = """\
@@ -60,10 +67,7 @@ class SocketActivationTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        if _ACTIVATE is None:
-            raise self.skipTest(
-                "systemd-socket-activate is not installed (Debian: the systemd package)"
-            )
+        self.activate = program("systemd-socket-activate", "systemd")
         self.dir = Path(tempfile.mkdtemp(prefix="txrouter-systemd-"))
         self.addCleanup(shutil.rmtree, self.dir, True)
         (self.dir / "pub").mkdir()
@@ -75,7 +79,7 @@ class SocketActivationTests(SynchronousTestCase):
         self.workers: set[int] = set()
         self.process = subprocess.Popen(
             [
-                str(_ACTIVATE),
+                self.activate,
                 "--listen",
                 f"127.0.0.1:{self.first}",
                 "--listen",
