@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.support import program
 
 __all__ = ["Authority"]
 
@@ -109,3 +112,21 @@ class Authority:
         crt.write_bytes(chain)
         key_path.write_bytes(key)
         return crt, key_path
+
+    def curl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """
+        Run curl with C{args}, trusting this authority (and no other).
+        """
+        return subprocess.run(
+            [
+                program("curl", "curl"),
+                "--silent",
+                "--show-error",
+                "--cacert",
+                str(self.path),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )

@@ -241,23 +241,13 @@ class HTTP2Tests(SynchronousTestCase):
         return client
 
     def curl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                program("curl", "curl"),
-                "--silent",
-                "--show-error",
-                "--http2",
-                "--cacert",
-                str(self.authority.path),
-                "--resolve",
-                f"{_NAME}:{self.tls_port}:127.0.0.1",
-                "--resolve",
-                f"{_NAME}:{self.h1_port}:127.0.0.1",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
+        return self.authority.curl(
+            "--http2",
+            "--resolve",
+            f"{_NAME}:{self.tls_port}:127.0.0.1",
+            "--resolve",
+            f"{_NAME}:{self.h1_port}:127.0.0.1",
+            *args,
         )
 
     def url(self, path: str, port: int | None = None) -> str:

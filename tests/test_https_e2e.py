@@ -93,21 +93,6 @@ class HTTPSTests(SynchronousTestCase):
         finally:
             shutil.rmtree(cls.folder, True)
 
-    def curl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                program("curl", "curl"),
-                "--silent",
-                "--show-error",
-                "--cacert",
-                str(self.authority.path),
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-
     def test_by_server_name(self) -> None:
         """
         Each host gets its own certificate (wildcards too), and clients
@@ -126,7 +111,7 @@ class HTTPSTests(SynchronousTestCase):
         default routes, not b.test's).
         """
         for name, body in (("a.test", "site a\n"), ("b.test", "site b\n")):
-            result = self.curl(
+            result = self.authority.curl(
                 "--include",
                 "--resolve",
                 f"{name}:{self.tls_port}:127.0.0.1",
