@@ -463,6 +463,8 @@ routes:
         leaked = [n for n, _ in seen["headers"] if n.startswith("x-txrouter")]
         self.assertEqual(leaked, [])
         self.assertEqual(seen["flavour"], "asgi")
+        # What the worker made at startup is out of the collector's passes.
+        self.assertGreater(seen["frozen"], 10_000)
 
     def test_http10_client(self) -> None:
         """

@@ -48,6 +48,7 @@ pytestmark = pytest.mark.e2e
 _DUMP_APP = '''
 """Answer with the WSGI environ (its text values), the body and this process."""
 
+import gc
 import hashlib
 import json
 import os
@@ -64,6 +65,7 @@ def application(environ, start_response):
     body = stream.read(int(environ.get("CONTENT_LENGTH") or 0))
     seen["body"] = [len(body), hashlib.sha256(body).hexdigest()]
     seen["pid"] = os.getpid()
+    seen["frozen"] = gc.get_freeze_count()
     seen["flavour"] = os.environ.get("TXROUTER_E2E_FLAVOUR")
     body = json.dumps(seen).encode()
     start_response(
@@ -434,6 +436,8 @@ hosts:
             self.assertEqual(seen.pop("SCRIPT_NAME"), prefix.rstrip("/"))
             self.assertEqual(seen.pop("REMOTE_PORT"), str(client_port))
         worker, here = answers["/env/"], answers["/env-here/"]
+        worker.pop("frozen")
+        here.pop("frozen")
         self.assertEqual(here.pop("pid"), self.router)
         self.assertEqual(_parent(worker.pop("pid")), self.router)
         # Two workers are several processes (see test_multiprocess_flag).
@@ -444,6 +448,16 @@ hosts:
         self.assertEqual(here["REMOTE_ADDR"], _CLIENT_IP)
         self.assertEqual(here["HTTP_X_FORWARDED_FOR"], "198.51.100.7")
         self.assertEqual(worker, here)
+
+    def test_startup_heap_frozen(self) -> None:
+        """
+        The router (daemonized) and each worker keep what they made at
+        startup out of the garbage collector's passes (L{txrouter.heap}):
+        Twisted, txrouter and the application are tens of thousands of
+        objects.
+        """
+        for prefix in ("/env/", "/env-here/"):
+            self.assertGreater(_json(self.port, prefix)["frozen"], 10_000, prefix)
 
     def test_http10_client(self) -> None:
         """

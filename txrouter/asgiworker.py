@@ -44,6 +44,7 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.internet.task import LoopingCall
 
 from txrouter.asgifacts import ASGIApp, router_facts
+from txrouter.heap import freeze_startup_heap
 from txrouter.importer import import_app
 from txrouter.privatetwisted import http_protocol_factory
 from txrouter.workerrequest import PassedBody, WorkerChannel
@@ -262,6 +263,7 @@ def serve(args: argparse.Namespace) -> int:
                 _stop(reactor)
 
         LoopingCall(orphaned).start(1.0, now=False)
+        freeze_startup_heap()
 
     def listening(port: Any) -> None:
         drain.port = port

@@ -8,12 +8,16 @@ import sys
 from pathlib import Path
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from txrouter.config import load_config
 from txrouter.errors import AppLoadError, ConfigError
+from txrouter.heap import freeze_startup_heap
 
 __all__ = ["Options", "makeService"]
+
+_log = Logger()
 
 
 class Options(usage.Options):
@@ -42,7 +46,17 @@ def makeService(options: Options) -> IService:
 
     try:
         config = load_config(options["config"])
-        return build_service(config, reactor)
+        service = build_service(config, reactor)
     except (ConfigError, AppLoadError) as e:
         sys.stderr.write(f"txrouter: cannot start:\n{e}\n")
         raise SystemExit(1) from None
+    # Once every service has started (after twistd's fork, if daemonized).
+    reactor.callWhenRunning(_freeze_heap)
+    return service
+
+
+def _freeze_heap() -> None:
+    count = freeze_startup_heap()
+    _log.info(
+        "{count} objects made at startup left out of garbage collection", count=count
+    )

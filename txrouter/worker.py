@@ -113,6 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
     from txrouter.errors import AppLoadError
+    from txrouter.heap import freeze_startup_heap
 
     def line(event: dict[str, Any]) -> str:
         # No time: the router's log puts its own before each line.
@@ -139,6 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    freeze_startup_heap()
     reactor.run()
     return 0
 

@@ -8,6 +8,7 @@ request without timing.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import os
@@ -61,6 +62,7 @@ def _seen(scope: dict[str, Any]) -> dict[str, Any]:
         for name, value in scope["headers"]
     ]
     seen["pid"] = os.getpid()
+    seen["frozen"] = gc.get_freeze_count()  # txrouter.heap
     seen["flavour"] = os.environ.get("TXROUTER_E2E_FLAVOUR")
     return seen
 
