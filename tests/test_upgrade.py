@@ -31,7 +31,14 @@ from twisted.internet.testing import MemoryReactor
 from twisted.scripts._twistd_unix import ServerOptions, UnixApplicationRunner
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from txrouter.privatetwisted import forget_pidfile, hand_over_port, twistd_options
+from txrouter.heap import freeze_startup_heap
+from txrouter.privatetwisted import (
+    forget_pidfile,
+    hand_over_port,
+    remember_twistd_options,
+    twistd_options,
+)
+from txrouter.tap import Options
 from txrouter.upgrade import AdoptedEndpoint, inherited_endpoint, inherited_sockets
 
 pytestmark = pytest.mark.unit
@@ -69,8 +76,9 @@ def closed(fd: int) -> bool:
 
 class TwistdOptionsTests(SynchronousTestCase):
     """
-    L{twistd_options} finds the C{ServerOptions} of the C{twistd txrouter}
-    running this process, and L{forget_pidfile} blanks its pidfile.
+    L{twistd_options} gives the C{ServerOptions} of the C{twistd txrouter}
+    running this process, that L{remember_twistd_options} was given the
+    sub-command's options of, and L{forget_pidfile} blanks its pidfile.
     """
 
     def setUp(self) -> None:
@@ -85,7 +93,8 @@ class TwistdOptionsTests(SynchronousTestCase):
     def parsed(self) -> ServerOptions:
         """
         twistd's options for C{twistd --nodaemon --pidfile P txrouter
-        --config F}, parsed as twistd parses them.
+        --config F}, parsed as twistd parses them, and remembered as
+        L{txrouter.tap.makeService} remembers them.
         """
         options = ServerOptions()
         options.parseOptions(
@@ -98,6 +107,7 @@ class TwistdOptionsTests(SynchronousTestCase):
                 str(self.routes),
             ]
         )
+        remember_twistd_options(options.subOptions)
         return options
 
     def test_plain_process(self) -> None:
@@ -110,7 +120,7 @@ class TwistdOptionsTests(SynchronousTestCase):
 
     def test_found(self) -> None:
         """
-        The parsed options of C{twistd ... txrouter} are found, and
+        The remembered options of C{twistd ... txrouter} are found, and
         L{forget_pidfile} blanks their C{pidfile}.
         """
         options = self.parsed()
@@ -121,15 +131,33 @@ class TwistdOptionsTests(SynchronousTestCase):
         forget_pidfile()
         self.assertEqual(options["pidfile"], "")
 
-    def test_other_command(self) -> None:
+    def test_found_in_frozen_heap(self) -> None:
         """
-        Options of a twistd that runs no C{txrouter} are not ours.
+        They are found after the startup heap is frozen too (a scan of the
+        collector's objects would miss them).
         """
-        options = ServerOptions()
-        options.parseOptions(["--nodaemon", "--pidfile", str(self.pidfile)])
+        options = self.parsed()
+        self.addCleanup(gc.unfreeze)
+        freeze_startup_heap()
+        self.assertIs(twistd_options(), options)
+
+    def test_only_while_kept(self) -> None:
+        """
+        Once twistd lets its options go, they are no longer found.
+        """
+        self.parsed()
+        gc.collect()
         self.assertIsNone(twistd_options())
-        forget_pidfile()
-        self.assertEqual(options["pidfile"], str(self.pidfile))
+
+    def test_not_parsed_by_twistd(self) -> None:
+        """
+        Sub-command options that no twistd parsed leave nothing to find.
+        """
+        options = Options()
+        options.parseOptions(["--config", str(self.routes)])
+        remember_twistd_options(options)
+        gc.collect()
+        self.assertIsNone(twistd_options())
 
     def run_reactorless(self, while_running: Callable[[], None]) -> None:
         """

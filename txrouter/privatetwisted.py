@@ -3,7 +3,9 @@ The private parts of Twisted that an upgrade needs, in one place:
 
   - the options of the running C{twistd}: it keeps its parsed
     C{ServerOptions} inside its application runner, which nothing public
-    reaches, and removes the pidfile they name when the reactor stops.
+    reaches (L{makeService} is given only the sub-command's options, whose
+    C{parent} they are: L{remember_twistd_options}), and removes the
+    pidfile they name when the reactor stops.
     When an upgrade hands the router to a new process, the old one must
     not remove the pidfile the new one wrote (L{forget_pidfile});
   - a listening port it made itself shuts its socket down when it closes
@@ -38,13 +40,14 @@ these.
 
 from __future__ import annotations
 
-import gc
+import weakref
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 from twisted.application.app import ServerOptions
 from twisted.internet.abstract import FileDescriptor
+from twisted.python import usage
 
 __all__ = [
     "eager_connection",
@@ -54,22 +57,33 @@ __all__ = [
     "http_channel_of",
     "http_protocol_factory",
     "keep_socket_files",
+    "remember_twistd_options",
     "set_backlog",
     "twistd_options",
 ]
 
 
-def twistd_options() -> Any | None:
+_twistd: weakref.ref[ServerOptions] | None = None
+
+
+def remember_twistd_options(options: usage.Options) -> None:
+    """
+    Remember the C{twistd} options that C{options}, the C{txrouter}
+    sub-command's, belong to, if a C{twistd} parsed them (for as long as
+    it keeps them: a weak reference).
+    """
+    global _twistd
+    parent = options.parent
+    if isinstance(parent, ServerOptions):
+        _twistd = weakref.ref(parent)
+
+
+def twistd_options() -> ServerOptions | None:
     """
     The options of the C{twistd} that runs this process, or L{None} when
     it is not run by C{twistd} (a test, C{txrouter check}).
     """
-    found = [
-        o
-        for o in gc.get_objects()
-        if isinstance(o, ServerOptions) and o.subCommand == "txrouter"
-    ]
-    return found[-1] if found else None
+    return _twistd() if _twistd is not None else None
 
 
 def forget_pidfile() -> None:

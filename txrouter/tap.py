@@ -14,6 +14,7 @@ from twisted.python import usage
 from txrouter.config import load_config
 from txrouter.errors import AppLoadError, ConfigError
 from txrouter.heap import freeze_startup_heap
+from txrouter.privatetwisted import remember_twistd_options
 
 __all__ = ["Options", "makeService"]
 
@@ -44,6 +45,7 @@ def makeService(options: Options) -> IService:
 
     from txrouter.assembly import build_service
 
+    remember_twistd_options(options)
     try:
         config = load_config(options["config"])
         service = build_service(config, reactor)
