@@ -174,15 +174,16 @@ class RouteTableTests(SynchronousTestCase):
         """
         An in-process route's default slots: half the shared pool when
         several in-process routes share it (two here, pool of 8 threads by
-        default), all of it when one route is its only user; a worker
-        route's are its workers' threads.
+        default), two per thread when one route is its only user (the next
+        request waits beside each thread); a worker route's are two per
+        thread of its workers.
         """
         here = self.table.routes[RouteKey("", "/here/")].built.resource
         there = self.table.routes[RouteKey("", "/there/")].built.resource
         assert isinstance(here, BulkheadResource)
         assert isinstance(there, BulkheadResource)
         self.assertEqual(here.bulkhead.max_concurrent, 4)
-        self.assertEqual(there.bulkhead.max_concurrent, 2 * 8)
+        self.assertEqual(there.bulkhead.max_concurrent, 2 * 2 * 8)
         alone = build(
             self.folder.config(
                 """
@@ -196,7 +197,7 @@ class RouteTableTests(SynchronousTestCase):
         )
         only = alone.routes[RouteKey("", "/here/")].built.resource
         assert isinstance(only, BulkheadResource)
-        self.assertEqual(only.bulkhead.max_concurrent, 6)
+        self.assertEqual(only.bulkhead.max_concurrent, 2 * 6)
 
     def test_immutable(self) -> None:
         """

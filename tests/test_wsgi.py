@@ -757,6 +757,36 @@ class ClientGoneTests(WSGITestCase):
         self.assertEqual(exchange.outcome, ["lost"])
         self.assertEqual(exchange.request.finish_calls, 0)
 
+    def test_before_a_thread_takes_it(self) -> None:
+        """
+        When the client leaves while the request waits for a thread, the
+        application never sees it, and its slot is given back.
+        """
+        exchange = self.exchange()
+        waiting: list[Callable[[], object]] = []
+        called: list[dict[str, Any]] = []
+        released: list[bool] = []
+
+        class QueuingPool:
+            def callInThread(self, f: Callable[..., Any], *args: Any) -> None:
+                waiting.append(lambda: f(*args))
+
+        def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+            called.append(environ)
+            start_response("200 OK", length(b"hello"))
+            return [b"hello"]
+
+        resource = WSGIResource(exchange.reactor, QueuingPool(), app)
+        resource.serve(exchange.request, lambda: released.append(True))
+        exchange.request.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(released, [])
+        [run] = waiting
+        run()
+        self.assertEqual(called, [])
+        self.assertEqual(released, [True])
+        self.assertEqual(exchange.raw(), b"")
+        self.assertEqual(exchange.request.finish_calls, 0)
+
 
 class ImmediateReactor(MemoryReactorClock):
     """

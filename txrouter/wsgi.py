@@ -166,6 +166,11 @@ class _Response(wsgi._WSGIResponse):
         """
         Call the application and send its body (in a pool thread).
         """
+        if self._requestFinished:
+            # Answered (504) or gone while it waited for a thread: the
+            # application never sees it, and its slot is given back.
+            self.reactor.callFromThread(self._finish, False, b"")
+            return
         try:
             body = self.application(self.environ, self.startResponse)
             try:

@@ -175,15 +175,23 @@ def read_env(
     return tuple(pairs)
 
 
+#: Slots per thread of a route that has its threads to itself: one request
+#: running and the next already waiting beside it, so that a thread that
+#: finishes takes it at once instead of sleeping until the reactor, which
+#: gets the slot back, hands it another (worth 10-15 % req/s when every
+#: slot is busy; bench/README.md).
+SLOTS_PER_THREAD = 2
+
+
 def in_process_slots(pool: int, routes: int) -> int:
     """
-    The default C{max_concurrent} of an in-process route: the whole shared
-    pool of C{pool} threads when it is its only user, else half of it
-    (rounded up), so that one hung application leaves the other half to
-    the other routes. A slot given up costs throughput: a request waiting
-    for one goes through the reactor once more.
+    The default C{max_concurrent} of an in-process route: when it is the
+    shared pool's only user, L{SLOTS_PER_THREAD} per thread (the pool runs
+    at most C{pool} of them at once); else half of the pool (rounded up),
+    so that one hung application leaves the other half to the other
+    routes.
     """
-    return pool if routes <= 1 else -(-pool // 2)
+    return SLOTS_PER_THREAD * pool if routes <= 1 else -(-pool // 2)
 
 
 def in_process(builder: Builder, route: Any, app_key: Any, load: Any) -> Built:
@@ -214,7 +222,7 @@ def in_workers(
     through the proxy engine.
 
     @param max_concurrent: the kind's default C{max_concurrent}; by
-        default, as many requests as the workers' threads can run at once.
+        default, L{SLOTS_PER_THREAD} per thread of the workers.
     """
     engines = builder.engines
     workers = WorkerSet(
@@ -230,7 +238,7 @@ def in_workers(
     )
     settings = worker_settings(route, engines.trusted, workers.token)
     proxy = ProxyResource(engines.reactor, engines.client, workers.group, settings)
-    slots = max_concurrent or route.workers * route.threads.max
+    slots = max_concurrent or SLOTS_PER_THREAD * route.workers * route.threads.max
     resource = behind_bulkhead(builder, route, proxy, slots, route.timeout)
     return Built(
         resource,
