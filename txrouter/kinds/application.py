@@ -179,7 +179,7 @@ def read_env(
 #: running and the next already waiting beside it, so that a thread that
 #: finishes takes it at once instead of sleeping until the reactor, which
 #: gets the slot back, hands it another (worth 10-15 % req/s when every
-#: slot is busy; bench/README.md).
+#: slot is busy; README.md, "Performance").
 SLOTS_PER_THREAD = 2
 
 
